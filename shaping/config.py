@@ -1,0 +1,102 @@
+"""The project: its root (the nearest folder upward holding shaping.toml) and its models."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+
+from shaping.errors import ConfigError, describe_validation_error
+
+CONFIG_FILE = "shaping.toml"
+
+
+class ModelConfig(BaseModel):
+    """One `[models.NAME]` table of shaping.toml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str | None = None
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    max_concurrency: PositiveInt | None = None
+    batch_size: PositiveInt | None = None
+    requests_per_minute: PositiveInt | None = None
+    tokens_per_minute: PositiveInt | None = None
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+    price_per_million_input: float | None = Field(default=None, ge=0)
+    price_per_million_output: float | None = Field(default=None, ge=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProjectConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+
+
+class Project:
+    """Where things live, and the parsed shaping.toml."""
+
+    def __init__(self, root: Path, config: ProjectConfig) -> None:
+        self.root = root
+        self.config = config
+
+    @property
+    def pipelines_dir(self) -> Path:
+        return self.root / "pipelines"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "training" / "data"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "training" / ".cache"
+
+    def model(self, name: str) -> ModelConfig:
+        try:
+            return self.config.models[name]
+        except KeyError:
+            known = ", ".join(sorted(self.config.models)) or "none"
+            raise ConfigError(
+                f"{self.root / CONFIG_FILE}: unknown model '{name}' (known models: {known})"
+            ) from None
+
+    def relative(self, path: Path) -> str:
+        try:
+            return str(path.resolve().relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+    @classmethod
+    def load(cls, root: Path) -> "Project":
+        path = root / CONFIG_FILE
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        try:
+            config = ProjectConfig.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(exc, str(path))) from None
+        return cls(root.resolve(), config)
+
+    @classmethod
+    def find(cls, start: Path | None = None) -> "Project":
+        """Load the project whose shaping.toml is in `start` or the nearest folder above it."""
+        here = (start or Path.cwd()).resolve()
+        for folder in (here, *here.parents):
+            if (folder / CONFIG_FILE).is_file():
+                return cls.load(folder)
+        raise ConfigError(
+            f"no {CONFIG_FILE} found in {here} or any folder above it "
+            f"(a project's root holds shaping.toml with its [models.NAME] tables)"
+        )

@@ -1,0 +1,86 @@
+"""Find the pipelines of a project: every `Pipeline` subclass defined in `pipelines/*.py`."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from shaping.config import Project
+from shaping.errors import PipelineDefinitionError, PipelineLoadError, ShapingError
+from shaping.pipeline import Pipeline
+
+
+@dataclass(frozen=True)
+class PipelineEntry:
+    name: str
+    cls: type[Pipeline]
+    file: Path
+
+
+def _import_failure(path: Path, project: Project, exc: BaseException) -> PipelineLoadError:
+    shown = project.relative(path)
+    if isinstance(exc, ShapingError):  # a definition error already names the pipeline
+        line = next((f.lineno for f in reversed(traceback.extract_tb(exc.__traceback__))
+                     if Path(f.filename).resolve() == path), None)
+        return PipelineLoadError(f"{shown}:{line or '?'}: {exc}")
+    if isinstance(exc, SyntaxError) and exc.filename and Path(exc.filename).resolve() == path:
+        line = exc.lineno
+    else:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).resolve() == path]
+        line = frames[-1].lineno if frames else None
+    detail = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+    return PipelineLoadError(f"{shown}:{line or '?'}: failed to import: {type(exc).__name__}: {detail}")
+
+
+def load_file(path: Path, project: Project) -> list[type[Pipeline]]:
+    path = path.resolve()
+    module_name = f"shaping_pipelines.{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as exc:  # noqa: BLE001 - any failure is reported with file and line
+        del sys.modules[module_name]
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise _import_failure(path, project, exc) from None
+    return [
+        obj for obj in vars(module).values()
+        if isinstance(obj, type) and issubclass(obj, Pipeline) and obj.__module__ == module_name
+        and obj.is_runnable()
+    ]
+
+
+def discover(project: Project) -> dict[str, PipelineEntry]:
+    folder = project.pipelines_dir
+    if not folder.is_dir():
+        return {}
+    for extra in (str(project.root), str(folder)):  # as `python pipelines/x.py` would see it
+        if extra not in sys.path:
+            sys.path.insert(0, extra)
+    entries: dict[str, PipelineEntry] = {}
+    for path in sorted(folder.glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        for cls in load_file(path, project):
+            if cls.name in entries:
+                other = entries[cls.name]
+                raise PipelineDefinitionError(
+                    f"pipeline name '{cls.name}' is defined twice: {project.relative(other.file)} "
+                    f"({other.cls.__name__}) and {project.relative(path)} ({cls.__name__})"
+                )
+            entries[cls.name] = PipelineEntry(cls.name, cls, path.resolve())
+    return entries
+
+
+def find_pipeline(project: Project, name: str) -> PipelineEntry:
+    entries = discover(project)
+    try:
+        return entries[name]
+    except KeyError:
+        known = ", ".join(sorted(entries)) or f"none in {project.relative(project.pipelines_dir)}/"
+        raise ShapingError(f"unknown pipeline '{name}' (known pipelines: {known})") from None

@@ -1,0 +1,96 @@
+"""One model's lane: requests from every record go in, batches go to the provider.
+
+Providers that take one request per call (HTTP APIs) get up to `concurrency` calls in flight,
+each request sent as soon as a slot is free. Providers that batch (local models) get a queue:
+a batch is formed when a slot frees, from everything waiting at that moment, up to
+`batch_size` requests.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import anyio
+from anyio.abc import TaskGroup
+
+from shaping.dispatch.stats import RunStats
+from shaping.providers.base import Provider
+from shaping.requests import LLMRequest, ModelResponse, ResponseError
+
+
+class _Pending:
+    __slots__ = ("request", "response", "done")
+
+    def __init__(self, request: LLMRequest) -> None:
+        self.request = request
+        self.response: ModelResponse | None = None
+        self.done = anyio.Event()
+
+
+class ModelChannel:
+    def __init__(self, name: str, provider: Provider, stats: RunStats, task_group: TaskGroup) -> None:
+        self.name = name
+        self.provider = provider
+        self.stats = stats
+        self._slots = anyio.Semaphore(provider.concurrency)
+        self._batch_size = provider.batch_size
+        self._task_group = task_group
+        if self._batch_size > 1:
+            self._send, self._receive = anyio.create_memory_object_stream[_Pending](math.inf)
+            task_group.start_soon(self._form_batches, name=f"batcher:{name}")
+
+    async def submit(self, request: LLMRequest) -> ModelResponse:
+        if self._batch_size == 1:
+            async with self._slots:
+                response = (await self._call([request]))[0]
+        else:
+            pending = _Pending(request)
+            self._send.send_nowait(pending)
+            await pending.done.wait()
+            response = pending.response
+        self.stats.record_response(self.name, response)
+        return response
+
+    async def _form_batches(self) -> None:
+        while True:
+            await self._slots.acquire()
+            batch = [await self._receive.receive()]
+            while len(batch) < self._batch_size:
+                try:
+                    batch.append(self._receive.receive_nowait())
+                except anyio.WouldBlock:
+                    break
+            self._task_group.start_soon(self._run_batch, batch)
+
+    async def _run_batch(self, batch: list[_Pending]) -> None:
+        try:
+            responses = await self._call([p.request for p in batch])
+        finally:
+            self._slots.release()
+        for pending, response in zip(batch, responses):
+            pending.response = response
+            pending.done.set()
+
+    async def _call(self, requests: list[LLMRequest]) -> list[ModelResponse]:
+        model = self.provider.config.model
+        started = time.perf_counter()
+        try:
+            responses = await self.provider.generate_batch(requests)
+            if len(responses) != len(requests):
+                raise RuntimeError(
+                    f"returned {len(responses)} responses for {len(requests)} requests"
+                )
+        except Exception as exc:  # a provider bug or an unexpected library error
+            message = f"{type(exc).__name__}: {exc}"
+            return [
+                ModelResponse(model=model, error=ResponseError(type="provider_error", message=message))
+                for _ in requests
+            ]
+        latency = time.perf_counter() - started
+        for response in responses:
+            if not response.latency_s:
+                response.latency_s = latency
+            if not response.model:
+                response.model = model
+        return responses

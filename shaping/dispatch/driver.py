@@ -1,0 +1,165 @@
+"""Drive one record's task generator: send each answer back in, turn the end into an outcome.
+
+A task is a generator method. It may `yield model_request(...)` (answered with a
+`ModelResponse`), `yield [req, ...]` (answered with a list, in order, all in flight at once),
+or return without yielding. What it returns is a `TrainingSample` or a list of them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import anyio
+
+from shaping.errors import PipelineError, ShapingError, TaskContractError
+from shaping.requests import ModelRequest, ModelResponse
+from shaping.samples import Step, TrainingSample
+
+#: answers one request for a record: (request, step index) -> (params as sent, response)
+Answer = Callable[[ModelRequest, int], Awaitable[tuple[dict[str, Any], ModelResponse]]]
+
+
+@dataclass
+class Outcome:
+    """What became of one record: samples, or an error with its type and message."""
+
+    record_id: str
+    started_at: datetime
+    completed_at: datetime | None = None
+    samples: list[TrainingSample] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    error_type: str | None = None
+    message: str | None = None
+    traceback: str | None = None
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def describe(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
+
+
+def find_fatal(exc: BaseException) -> ShapingError | None:
+    """The ShapingError inside `exc`, unwrapping the exception groups task groups raise."""
+    if isinstance(exc, ShapingError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := find_fatal(inner)) is not None:
+                return found
+    return None
+
+
+def where(task: Callable, record_id: str) -> str:
+    owner = getattr(task, "__self__", None)
+    if owner is None:
+        return f"task {getattr(task, '__qualname__', task)} (record {record_id!r})"
+    pipeline = getattr(owner, "name", None)
+    prefix = f"pipeline '{pipeline}': " if isinstance(pipeline, str) else ""
+    return f"{prefix}task {type(owner).__name__}.{task.__name__} (record {record_id!r})"
+
+
+async def drive(task: Callable[[Any], Any], record: Any, record_id: str, answer: Answer) -> Outcome:
+    outcome = Outcome(record_id=record_id, started_at=now())
+    try:
+        result = task(record)
+        if inspect.isgenerator(result):
+            result = await _run_generator(result, task, record_id, answer, outcome.steps)
+        outcome.samples = _as_samples(result, task, record_id)
+        if not outcome.samples:
+            outcome.error_type = "no_sample"
+            outcome.message = (
+                f"{where(task, record_id)} returned {describe(result)}; return a TrainingSample, "
+                f"or raise PipelineError to drop a record on purpose"
+            )
+    except PipelineError as exc:
+        outcome.error_type, outcome.message = exc.error_type, exc.message
+    except ShapingError:
+        raise
+    except Exception as exc:
+        if (fatal := find_fatal(exc)) is not None:
+            raise fatal from None
+        outcome.error_type = "unexpected_error"
+        outcome.message = f"{type(exc).__name__}: {exc}"
+        outcome.traceback = traceback.format_exc()
+    outcome.completed_at = now()
+    return outcome
+
+
+async def _run_generator(gen, task, record_id: str, answer: Answer, steps: list[Step]) -> Any:
+    value: Any = None
+    try:
+        while True:
+            try:
+                yielded = gen.send(value)
+            except StopIteration as stop:
+                return stop.value
+            if isinstance(yielded, ModelRequest):
+                value = await _answer_one(yielded, len(steps), answer, steps)
+            elif isinstance(yielded, (list, tuple)) and all(isinstance(r, ModelRequest) for r in yielded):
+                value = await _answer_many(list(yielded), answer, steps)
+            else:
+                raise TaskContractError(
+                    f"{where(task, record_id)} yielded {describe(yielded)}; "
+                    f"expected model_request(...) or a list of them"
+                )
+    finally:
+        gen.close()
+
+
+async def _answer_one(request: ModelRequest, index: int, answer: Answer, steps: list[Step]) -> ModelResponse:
+    params, response = await answer(request, index)
+    steps.append(_step(index, request, params, response))
+    return response
+
+
+async def _answer_many(requests: list[ModelRequest], answer: Answer, steps: list[Step]) -> list[ModelResponse]:
+    first = len(steps)
+    answers: list[Any] = [None] * len(requests)
+
+    async def one(i: int) -> None:
+        answers[i] = await answer(requests[i], first + i)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(len(requests)):
+            tg.start_soon(one, i)
+    for i, (request, (params, response)) in enumerate(zip(requests, answers)):
+        steps.append(_step(first + i, request, params, response))
+    return [response for _, response in answers]
+
+
+def _step(index: int, request: ModelRequest, params: dict[str, Any], response: ModelResponse) -> Step:
+    return Step(
+        index=index,
+        model=request.model,
+        messages=request.messages,
+        params=params,
+        text=response.text,
+        error=response.error,
+        usage=response.usage,
+        finish_reason=response.finish_reason,
+        latency_s=round(response.latency_s, 6),
+        attempts=response.attempts,
+        cached=response.cached,
+    )
+
+
+def _as_samples(result: Any, task, record_id: str) -> list[TrainingSample]:
+    if result is None:
+        return []
+    if isinstance(result, TrainingSample):
+        return [result]
+    if isinstance(result, (list, tuple)) and all(isinstance(s, TrainingSample) for s in result):
+        return list(result)
+    raise TaskContractError(
+        f"{where(task, record_id)} returned {describe(result)}; "
+        f"expected a TrainingSample or a list of them"
+    )

@@ -1,0 +1,54 @@
+"""Counters a run keeps as it goes; the progress display and the summary read them."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from shaping.requests import ModelResponse
+
+
+@dataclass
+class ModelUsage:
+    requests: int = 0
+    failed: int = 0
+    cached: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class RunStats:
+    records_total: int | None = None
+    records_done: int = 0
+    samples: int = 0
+    errors: Counter = field(default_factory=Counter)
+    models: dict[str, ModelUsage] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    def record_response(self, model: str, response: ModelResponse) -> None:
+        usage = self.models.get(model)
+        if usage is None:
+            usage = self.models[model] = ModelUsage()
+        usage.requests += 1
+        usage.failed += response.error is not None
+        usage.cached += response.cached
+        usage.prompt_tokens += response.usage.prompt_tokens
+        usage.completion_tokens += response.usage.completion_tokens
+
+    @property
+    def requests(self) -> int:
+        return sum(u.requests for u in self.models.values())
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started
+
+    def rate(self, count: int) -> float:
+        elapsed = self.elapsed_s
+        return count / elapsed if elapsed > 0 else 0.0

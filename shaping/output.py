@@ -1,0 +1,106 @@
+"""Where a run's files go, and writing them so that a crash never leaves a half file."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from shaping.errors import OutputError
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    samples: Path
+    errors: Path
+    manifest: Path
+
+    @classmethod
+    def for_samples(cls, samples: Path) -> "OutputPaths":
+        stem = samples.name[: -len(".jsonl")] if samples.name.endswith(".jsonl") else samples.name
+        return cls(
+            samples=samples,
+            errors=samples.with_name(f"{stem}.errors.jsonl"),
+            manifest=samples.with_name(f"{stem}.manifest.json"),
+        )
+
+
+def output_paths(default_dir: Path, name: str, output: Path | None) -> OutputPaths:
+    """The run's three files; checks before any request is sent that they can be written."""
+    if output is None:
+        try:
+            default_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create output folder {default_dir}: {exc.strerror}") from None
+        samples = default_dir / f"{name}.jsonl"
+    else:
+        samples = Path(output).expanduser().resolve()
+        if samples.is_dir():
+            raise OutputError(f"output path {output} is a folder; give a file name such as {name}.jsonl")
+        if not samples.parent.is_dir():
+            raise OutputError(f"output folder {samples.parent} does not exist (from -o {output})")
+    if not os.access(samples.parent, os.W_OK):
+        raise OutputError(f"output folder {samples.parent} is not writable")
+    return OutputPaths.for_samples(samples)
+
+
+class AtomicWriter:
+    """Write files under temporary names; `commit()` renames them all into place,
+    `discard()` (or leaving the `with` block by an exception) removes them."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Path, Path]] = []
+
+    def write_lines(self, path: Path, lines: Iterable[str]) -> str:
+        """Write one line per item; returns the file's sha256."""
+        digest = hashlib.sha256()
+        tmp = self._tmp(path)
+        with open(tmp, "w", encoding="utf-8") as f:
+            for line in lines:
+                data = line + "\n"
+                digest.update(data.encode("utf-8"))
+                f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        return digest.hexdigest()
+
+    def write_text(self, path: Path, text: str) -> None:
+        tmp = self._tmp(path)
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _tmp(self, path: Path) -> Path:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self._pending.append((tmp, path))
+        return tmp
+
+    def commit(self) -> None:
+        for tmp, path in self._pending:
+            os.replace(tmp, path)
+        self._pending.clear()
+
+    def discard(self) -> None:
+        for tmp, _ in self._pending:
+            tmp.unlink(missing_ok=True)
+        self._pending.clear()
+
+    def __enter__(self) -> "AtomicWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

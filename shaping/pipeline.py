@@ -1,0 +1,144 @@
+"""`Pipeline`: what a user subclasses, in `pipelines/*.py`.
+
+    class IdentityQA(Pipeline):
+        name = "identity-qa"
+        narrative = Pipeline.file_dep("identity/NARRATIVE.md")
+        judge = Pipeline.model_dep("judge")
+
+        def run(self):
+            return self.run_task(self.ask, records=[{"id": "1", "fact": "..."}])
+
+        def ask(self, record):
+            answer = yield model_request([{"role": "user", "content": record["fact"]}], model=self.judge)
+            return TrainingSample(id=record["id"], messages=[...])
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from shaping.config import Project
+from shaping.deps import FileDep, ModelDep
+from shaping.errors import PipelineDefinitionError, PipelineError, ShapingError
+from shaping.requests import ModelResponse, model_request
+from shaping.samples import AnnotatedTrainingSample, TrainingSample
+
+__all__ = [
+    "AnnotatedTrainingSample",
+    "ModelResponse",
+    "Pipeline",
+    "PipelineError",
+    "TrainingSample",
+    "model_request",
+]
+
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+def default_name(cls_name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"-\1", cls_name).lower()
+
+
+class Pipeline:
+    #: the name used by `isf pipeline run NAME` and for output files; derived from the
+    #: class name (IdentityQA -> identity-qa) when not given
+    name: ClassVar[str]
+    #: write input data, steps and times with each sample (`--no-annotate` overrides)
+    annotated: ClassVar[bool] = True
+    #: how many records are worked on at once (`--workers` overrides)
+    workers: ClassVar[int] = 256
+
+    file_deps: ClassVar[dict[str, FileDep]] = {}
+    model_deps: ClassVar[dict[str, ModelDep]] = {}
+
+    file_dep = staticmethod(FileDep)
+    model_dep = staticmethod(ModelDep)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = default_name(cls.__name__)
+        where = f"pipeline {cls.__qualname__}"
+        if not isinstance(cls.name, str) or not NAME_PATTERN.match(cls.name):
+            raise PipelineDefinitionError(
+                f"{where}: name {cls.name!r} must be lowercase letters, digits, '.', '_' or '-' "
+                f"(it names the output files)"
+            )
+        where = f"pipeline '{cls.name}'"
+        if not isinstance(cls.annotated, bool):
+            raise PipelineDefinitionError(f"{where}: annotated must be True or False, got {cls.annotated!r}")
+        if not isinstance(cls.workers, int) or isinstance(cls.workers, bool) or cls.workers < 1:
+            raise PipelineDefinitionError(f"{where}: workers must be a positive integer, got {cls.workers!r}")
+        files: dict[str, FileDep] = {}
+        models: dict[str, ModelDep] = {}
+        for klass in reversed(cls.__mro__):
+            for attr, value in vars(klass).items():
+                if isinstance(value, FileDep):
+                    files[attr] = value
+                elif isinstance(value, ModelDep):
+                    models[attr] = value
+        cls.file_deps, cls.model_deps = files, models
+
+    def __init__(self, project: Project | None = None) -> None:
+        self.project = project or Project.find(self.source_dir())
+        #: set by `execute()` / `--limit`: `run_task` takes at most this many records
+        self.limit: int | None = None
+        self._runtime: Any = None  # set for the length of a run by shaping.runner
+
+    @classmethod
+    def source_file(cls) -> Path | None:
+        try:
+            return Path(inspect.getfile(cls)).resolve()
+        except (TypeError, OSError):
+            return None
+
+    @classmethod
+    def source_dir(cls) -> Path:
+        source = cls.source_file()
+        return source.parent if source else Path.cwd()
+
+    @classmethod
+    def is_runnable(cls) -> bool:
+        return cls.run is not Pipeline.run
+
+    # -- what a pipeline implements -------------------------------------------------------
+
+    def run(self) -> list[TrainingSample]:
+        """Produce the samples; usually `return self.run_task(self.some_task, records=...)`."""
+        raise NotImplementedError(f"pipeline '{self.name}' must define run()")
+
+    # -- what a pipeline calls from run() ---------------------------------------------------
+
+    def run_task(self, task: Callable[[Any], Any], records: Iterable[Any]) -> list[TrainingSample]:
+        """Run the generator method `task` once per record, all records concurrently.
+
+        Returns the samples in input order; records that failed are written to
+        `<name>.errors.jsonl` and are not returned. With `--limit N`, takes the first N records.
+        """
+        runtime = self._require_runtime("run_task")
+        return runtime.call(runtime.dispatcher.run_task, task, records, self.limit)
+
+    def query(self, model: Any, messages: Any, **params: Any) -> ModelResponse:
+        """Send one request and wait for it: for set-up work in `run()` before the tasks."""
+        runtime = self._require_runtime("query")
+        return runtime.call(lambda: runtime.dispatcher.query(model, messages, **params))
+
+    def _require_runtime(self, what: str) -> Any:
+        if self._runtime is None:
+            raise ShapingError(
+                f"pipeline '{self.name}': {what}() works during a run; start one with "
+                f"execute(), `isf pipeline run {self.name}` or shaping.run_pipeline()"
+            )
+        return self._runtime
+
+    # -- entry points ------------------------------------------------------------------------
+
+    def execute(self, argv: list[str] | None = None) -> None:
+        """Run from the command line, with the same flags as `isf pipeline run`."""
+        from shaping.cli import execute_pipeline
+
+        execute_pipeline(self, argv)

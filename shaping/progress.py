@@ -1,0 +1,86 @@
+"""What a person sees while a run goes and when it ends: a live line and a one-screen summary.
+
+The display reads the run's counters a few times a second; the dispatcher never waits on it.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from shaping.dispatch.stats import RunStats
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+class RunDisplay:
+    """`with RunDisplay(console, stats, name): ...` shows progress on a terminal, nothing elsewhere."""
+
+    def __init__(self, console: Console, stats: RunStats, name: str) -> None:
+        self.console = console
+        self.stats = stats
+        self.name = name
+        self._live: Live | None = None
+
+    def render(self) -> Table:
+        s = self.stats
+        grid = Table.grid(padding=(0, 1))
+        total = s.records_total
+        bar = ProgressBar(total=total, completed=s.records_done, width=30)
+        counts = f"{s.records_done}/{total}" if total else f"{s.records_done}"
+        errors = Text(f"{s.error_count} errors", style="red" if s.error_count else "dim")
+        grid.add_row(
+            Text(self.name, style="bold"), bar, Text(f"{counts} records"), errors,
+            Text(f"{s.rate(s.requests):.1f} req/s"), Text(_duration(s.elapsed_s), style="dim"),
+        )
+        return grid
+
+    def __enter__(self) -> "RunDisplay":
+        if self.console.is_terminal:
+            self._live = Live(get_renderable=self.render, console=self.console,
+                              refresh_per_second=4, transient=True)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+
+
+def summary(result, console: Console) -> None:
+    """Print the end-of-run summary of a `RunResult`."""
+    m = result.manifest
+    errors = sum(m.counts.errors.values())
+    head = Text.assemble(
+        (m.pipeline, "bold"), ": ", (f"{m.counts.samples} samples", "green"), ", ",
+        (f"{errors} errors", "red" if errors else "dim"),
+        f" from {m.counts.records} records in {m.duration_s:.1f}s "
+        f"({m.counts.records / m.duration_s if m.duration_s else 0:.1f} records/s)",
+    )
+    if m.limit:
+        head.append(f"  [--limit {m.limit}: partial]", style="yellow")
+    lines: list = [head]
+    if errors:
+        by_type = ", ".join(f"{k} {v}" for k, v in sorted(m.counts.errors.items(), key=lambda kv: -kv[1]))
+        lines.append(Text(f"  failed records by type: {by_type}", style="red"))
+    table = Table(box=None, padding=(0, 2), show_edge=False, header_style="dim")
+    for column in ("model", "requests", "cached", "failed", "tokens in", "tokens out"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for model, u in m.usage.items():
+        table.add_row(model, f"{u.requests:,}", f"{u.cached:,}", f"{u.failed:,}",
+                      f"{u.prompt_tokens:,}", f"{u.completion_tokens:,}")
+    if m.usage:
+        lines.append(table)
+    paths = Table.grid(padding=(0, 2))
+    paths.add_row(Text("  samples", style="dim"), str(result.paths.samples))
+    paths.add_row(Text("  errors", style="dim"), str(result.paths.errors))
+    paths.add_row(Text("  manifest", style="dim"), str(result.paths.manifest))
+    lines.append(paths)
+    console.print(Group(*lines))

@@ -1,0 +1,60 @@
+"""The provider contract: one async method that talks to a model, plus capability flags.
+
+Providers only talk to models. Retries, rate limits, concurrency, caching and provenance
+belong to the dispatcher. A provider reports a failed request as a `ModelResponse` whose
+`error` says whether trying again could help (`retryable`, `retry_after`); an exception
+escaping `generate_batch` fails the whole batch without retries.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from shaping.config import ModelConfig
+from shaping.requests import LLMRequest, ModelResponse
+
+
+class NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Provider(ABC):
+    #: the most requests one `generate_batch` call takes; 1 means "one request per call,
+    #: many calls in flight" (HTTP APIs), more means real batches (local models)
+    max_batch_size: ClassVar[int] = 1
+    #: how many `generate_batch` calls may be in flight when the model sets no max_concurrency
+    default_concurrency: ClassVar[int] = 64
+    #: whether the model must name an `api_key_env`
+    needs_key: ClassVar[bool] = False
+    #: the provider-specific `[models.NAME.options]` table
+    Options: ClassVar[type[BaseModel]] = NoOptions
+
+    def __init__(self, name: str, config: ModelConfig, api_key: str | None = None) -> None:
+        self.name = name
+        self.config = config
+        self.options = self.Options.model_validate(config.options)
+        self._api_key = api_key
+
+    @property
+    def batch_size(self) -> int:
+        return min(self.config.batch_size or self.max_batch_size, self.max_batch_size)
+
+    @property
+    def concurrency(self) -> int:
+        return self.config.max_concurrency or self.default_concurrency
+
+    async def open(self) -> None:
+        """Create clients; called once inside the event loop before the first request."""
+
+    async def aclose(self) -> None:
+        """Release what `open` created."""
+
+    @abstractmethod
+    async def generate_batch(self, requests: list[LLMRequest]) -> list[ModelResponse]:
+        """Answer each request, in order; at most `batch_size` of them."""
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"<{type(self).__name__} {self.name} model={self.config.model!r}>"

@@ -1,0 +1,151 @@
+"""Run a pipeline from Python: `run_pipeline(pipeline, limit=..., ...)`. The CLI calls this.
+
+A run checks everything it can before the first request (file deps, model names, API keys,
+the output folder), drives `pipeline.run()` with an event loop in a helper thread, then writes
+samples, errors and the manifest under temporary names and renames them into place.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from shaping import __version__
+from shaping.dispatch import Dispatcher, RunStats
+from shaping.dispatch.driver import describe, now
+from shaping.errors import DependencyError, ShapingError, TaskContractError
+from shaping.gitinfo import git_state
+from shaping.manifest import Counts, FileState, Manifest, Usage, file_state, git_info, model_state
+from shaping.output import AtomicWriter, OutputPaths, output_paths
+from shaping.pipeline import Pipeline
+from shaping.samples import AnnotatedTrainingSample, TrainingSample
+
+
+@dataclass
+class RunResult:
+    pipeline: str
+    paths: OutputPaths
+    manifest: Manifest
+    stats: RunStats
+
+
+class _Runtime:
+    """What `Pipeline.run_task` and `Pipeline.query` reach during a run."""
+
+    def __init__(self, portal: BlockingPortal, dispatcher: Dispatcher) -> None:
+        self.portal = portal
+        self.dispatcher = dispatcher
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        return self.portal.call(fn, *args)
+
+
+def check_file_deps(pipeline: Pipeline) -> dict[str, FileState]:
+    states = {}
+    for attr in pipeline.file_deps:
+        bound = getattr(pipeline, attr)
+        if not bound.path.is_file():
+            raise DependencyError(
+                f"pipeline '{pipeline.name}': file_dep {attr}: {bound.dep.relpath} not found "
+                f"(looked for {bound.path})"
+            )
+        states[attr] = file_state(bound.path, pipeline.project.root)
+    return states
+
+
+def run_pipeline(
+    pipeline: Pipeline,
+    *,
+    limit: int | None = None,
+    workers: int | None = None,
+    output: Path | None = None,
+    annotate: bool | None = None,
+    stats: RunStats | None = None,
+) -> RunResult:
+    name = pipeline.name
+    project = pipeline.project
+    if limit is not None and limit < 1:
+        raise ShapingError(f"limit must be at least 1, got {limit}")
+    if workers is not None and workers < 1:
+        raise ShapingError(f"workers must be at least 1, got {workers}")
+    annotate = pipeline.annotated if annotate is None else annotate
+    files = check_file_deps(pipeline)
+    models = {attr: model_state(dep.model_name, project.model(dep.model_name))
+              for attr, dep in pipeline.model_deps.items()}
+    paths = output_paths(project.data_dir, name, output)
+    git = git_state(project.root)
+    stats = stats or RunStats()
+    started_at, started = now(), time.monotonic()
+    dispatcher = Dispatcher(
+        project, name, workers=workers or pipeline.workers, annotate=annotate,
+        commit=git.commit, stats=stats,
+    )
+    pipeline.limit = limit
+    with start_blocking_portal() as portal:
+        with portal.wrap_async_context_manager(dispatcher.session()):
+            for dep in pipeline.model_deps.values():  # unknown provider or missing key: fail now
+                portal.call(dispatcher.channel, dep.model_name)
+            pipeline._runtime = _Runtime(portal, dispatcher)
+            try:
+                samples = pipeline.run()
+            finally:
+                pipeline._runtime = None
+    samples = _check_samples(pipeline, samples)
+
+    with AtomicWriter() as writer:
+        if annotate:
+            lines = (s.model_dump_json(fallback=str) for s in samples)
+        else:
+            lines = (s.model_dump_json(include={"id", "messages"}) for s in samples)
+        output_sha = writer.write_lines(paths.samples, lines)
+        errors_sha = writer.write_lines(
+            paths.errors, (e.model_dump_json(by_alias=True, fallback=str) for e in dispatcher.errors)
+        )
+        completed_at = now()
+        source = pipeline.source_file()
+        manifest = Manifest(
+            pipeline=name,
+            pipeline_source=project.relative(source) if source else None,
+            pipeline_source_sha256=file_state(source, project.root).sha256 if source else None,
+            shaping_version=__version__,
+            git=git_info(git),
+            file_deps=files,
+            model_deps=models,
+            limit=limit,
+            annotated=annotate,
+            counts=Counts(records=stats.records_done, samples=len(samples), errors=dict(stats.errors)),
+            usage={m: Usage(**vars(u)) for m, u in stats.models.items()},
+            started_at=started_at,
+            completed_at=completed_at,
+            duration_s=round(time.monotonic() - started, 3),
+            output=FileState(path=project.relative(paths.samples), sha256=output_sha),
+            errors_output=FileState(path=project.relative(paths.errors), sha256=errors_sha),
+        )
+        writer.write_text(paths.manifest, manifest.to_json())
+    return RunResult(pipeline=name, paths=paths, manifest=manifest, stats=stats)
+
+
+def _check_samples(pipeline: Pipeline, samples: Any) -> list[TrainingSample]:
+    if isinstance(samples, TrainingSample):
+        samples = [samples]
+    if not isinstance(samples, Iterable) or isinstance(samples, (str, bytes, dict)):
+        raise TaskContractError(
+            f"pipeline '{pipeline.name}': run() returned {describe(samples)}; "
+            f"expected a list of TrainingSample (what run_task returns)"
+        )
+    samples = list(samples)
+    for i, sample in enumerate(samples):
+        if not isinstance(sample, TrainingSample):
+            raise TaskContractError(
+                f"pipeline '{pipeline.name}': run() returned a list whose item {i} is "
+                f"{describe(sample)}; expected TrainingSample"
+            )
+    return samples
+
+
+__all__ = ["AnnotatedTrainingSample", "RunResult", "check_file_deps", "run_pipeline"]

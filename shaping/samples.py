@@ -1,0 +1,66 @@
+"""What a run writes: training samples, their annotated form, the steps, and error records."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shaping.requests import LLMMessage, ResponseError, Usage
+
+
+class TrainingSample(BaseModel):
+    """One training conversation. Minimal output is exactly `{"id", "messages"}`;
+    `metadata` appears only in annotated output."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    messages: list[LLMMessage]
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    def minimal(self) -> dict[str, Any]:
+        return {"id": self.id, "messages": [m.model_dump() for m in self.messages]}
+
+
+class Step(BaseModel):
+    """One request and its response, as sent and as received."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int
+    model: str
+    messages: list[LLMMessage]
+    params: dict[str, Any]
+    text: str | None
+    error: ResponseError | None
+    usage: Usage
+    finish_reason: str | None
+    latency_s: float
+    attempts: int
+    cached: bool
+
+
+class AnnotatedTrainingSample(TrainingSample):
+    input_data: Any = None
+    steps: list[Step] = Field(default_factory=list)
+    pipeline_commit: str | None = None
+    started_at: datetime
+    completed_at: datetime
+
+
+class ErrorRecord(BaseModel):
+    """A record that did not become a sample, with everything needed to see why."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    marker: Literal[True] = Field(default=True, alias="__ERROR__")
+    id: str
+    error: str
+    message: str
+    input_data: Any = None
+    steps: list[Step] = Field(default_factory=list)
+    pipeline_commit: str | None = None
+    failed_at: datetime
+    traceback: str | None = None

@@ -1,0 +1,42 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from shaping.config import Project
+
+MOCK_TOML = """
+[models.judge]
+provider = "mock"
+model = "mock-judge"
+
+[models.judge.params]
+temperature = 0.2
+
+[models.writer]
+provider = "mock"
+model = "mock-writer"
+
+[models.flaky]
+provider = "mock"
+model = "mock-flaky"
+[models.flaky.options]
+fail_when_contains = "FAIL"
+"""
+
+
+def write_project(root: Path, toml: str = MOCK_TOML) -> Project:
+    (root / "shaping.toml").write_text(toml)
+    (root / "identity").mkdir(exist_ok=True)
+    (root / "identity" / "NARRATIVE.md").write_text("# N\n- fact one\n- fact two\n- fact three\n")
+    (root / "pipelines").mkdir(exist_ok=True)
+    return Project.load(root)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return write_project(tmp_path)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
