@@ -76,9 +76,9 @@ def list_cmd(ctx: click.Context) -> None:
     if not entries:
         out.print(f"no pipelines in {project.relative(project.pipelines_dir)}/")
         return
-    table = Table(box=None, padding=(0, 2), header_style="bold")
+    table = Table(box=None, padding=(0, 1), pad_edge=False, header_style="bold")
     for column in ("name", "file", "files", "models"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold", no_wrap=column in ("name", "file"))
     for entry in entries.values():
         cls = entry.cls
         table.add_row(

@@ -70,9 +70,9 @@ def summary(result, console: Console) -> None:
     if errors:
         by_type = ", ".join(f"{k} {v}" for k, v in sorted(m.counts.errors.items(), key=lambda kv: -kv[1]))
         lines.append(Text(f"  failed records by type: {by_type}", style="red"))
-    table = Table(box=None, padding=(0, 2), show_edge=False, header_style="dim")
+    table = Table(box=None, padding=(0, 1), pad_edge=False, header_style="dim")
     for column in ("model", "requests", "cached", "failed", "tokens in", "tokens out"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+        table.add_column(column, justify="left" if column == "model" else "right", no_wrap=True)
     for model, u in m.usage.items():
         table.add_row(model, f"{u.requests:,}", f"{u.cached:,}", f"{u.failed:,}",
                       f"{u.prompt_tokens:,}", f"{u.completion_tokens:,}")
