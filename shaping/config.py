@@ -28,6 +28,8 @@ class ModelConfig(BaseModel):
     tokens_per_minute: PositiveInt | None = None
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=5, ge=0)
+    retry_backoff_s: float = Field(default=1.0, ge=0)
+    retry_max_wait_s: float = Field(default=60.0, ge=0)
     price_per_million_input: float | None = Field(default=None, ge=0)
     price_per_million_output: float | None = Field(default=None, ge=0)
     params: dict[str, Any] = Field(default_factory=dict)

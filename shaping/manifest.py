@@ -52,6 +52,7 @@ class Usage(_Model):
     cached: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost_usd: float | None = None
 
 
 class Counts(_Model):

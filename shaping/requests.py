@@ -78,6 +78,7 @@ class ModelResponse(BaseModel):
     latency_s: float = 0.0
     attempts: int = 1
     cached: bool = False
+    cost_usd: float | None = None
 
     @property
     def is_success(self) -> bool:

@@ -40,6 +40,7 @@ class Step(BaseModel):
     latency_s: float
     attempts: int
     cached: bool
+    cost_usd: float | None = None
 
 
 class AnnotatedTrainingSample(TrainingSample):

@@ -3,7 +3,8 @@
 Providers that take one request per call (HTTP APIs) get up to `concurrency` calls in flight,
 each request sent as soon as a slot is free. Providers that batch (local models) get a queue:
 a batch is formed when a slot frees, from everything waiting at that moment, up to
-`batch_size` requests.
+`batch_size` requests. Every call waits for rate-limit permits; failed requests that a retry
+may fix are tried again (only those, for a batch) until `max_retries` is spent.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import time
 import anyio
 from anyio.abc import TaskGroup
 
+from shaping.dispatch.limits import RateLimits
+from shaping.dispatch.retry import RetryableFailure, retrying
 from shaping.dispatch.stats import RunStats
 from shaping.providers.base import Provider
 from shaping.requests import LLMRequest, ModelResponse, ResponseError
@@ -36,6 +39,7 @@ class ModelChannel:
         self._slots = anyio.Semaphore(provider.concurrency)
         self._batch_size = provider.batch_size
         self._task_group = task_group
+        self._limits = RateLimits(provider.config)
         if self._batch_size > 1:
             self._send, self._receive = anyio.create_memory_object_stream[_Pending](math.inf)
             task_group.start_soon(self._form_batches, name=f"batcher:{name}")
@@ -43,7 +47,7 @@ class ModelChannel:
     async def submit(self, request: LLMRequest) -> ModelResponse:
         if self._batch_size == 1:
             async with self._slots:
-                response = (await self._call([request]))[0]
+                response = (await self._call_with_retries([request]))[0]
         else:
             pending = _Pending(request)
             self._send.send_nowait(pending)
@@ -65,14 +69,60 @@ class ModelChannel:
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
         try:
-            responses = await self._call([p.request for p in batch])
+            responses = await self._call_with_retries([p.request for p in batch])
         finally:
             self._slots.release()
         for pending, response in zip(batch, responses):
             pending.response = response
             pending.done.set()
 
+    async def _call_with_retries(self, requests: list[LLMRequest]) -> list[ModelResponse]:
+        results: list[ModelResponse] = [None] * len(requests)  # type: ignore[list-item]
+        todo = list(range(len(requests)))
+        attempts = 0
+        try:
+            async for attempt in retrying(self.provider.config):
+                with attempt:
+                    attempts += 1
+                    responses = await self._call([requests[i] for i in todo])
+                    again, retry_after = [], None
+                    for i, response in zip(todo, responses):
+                        response.attempts = attempts
+                        results[i] = response
+                        error = response.error
+                        if error is not None and error.retryable:
+                            again.append(i)
+                            if error.retry_after is not None:
+                                retry_after = max(retry_after or 0.0, error.retry_after)
+                    todo = again
+                    if todo:
+                        raise RetryableFailure(retry_after)
+        except RetryableFailure:
+            for i in todo:
+                error = results[i].error
+                error.message = f"{error.message} (gave up after {attempts} attempts)"
+        self._price(results)
+        return results
+
+    def _price(self, responses: list[ModelResponse]) -> None:
+        config = self.provider.config
+        if config.price_per_million_input is None and config.price_per_million_output is None:
+            return
+        for r in responses:
+            r.cost_usd = (r.usage.prompt_tokens * (config.price_per_million_input or 0.0)
+                          + r.usage.completion_tokens * (config.price_per_million_output or 0.0)) / 1e6
+
     async def _call(self, requests: list[LLMRequest]) -> list[ModelResponse]:
+        if self._limits.active:
+            reserved = await self._limits.before(requests)
+            responses = await self._provider_call(requests)
+            used = sum(r.usage.total_tokens for r in responses)
+            if used > reserved:
+                self._task_group.start_soon(self._limits.after, reserved, used)
+            return responses
+        return await self._provider_call(requests)
+
+    async def _provider_call(self, requests: list[LLMRequest]) -> list[ModelResponse]:
         model = self.provider.config.model
         started = time.perf_counter()
         try:

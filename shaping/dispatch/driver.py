@@ -149,6 +149,7 @@ def _step(index: int, request: ModelRequest, params: dict[str, Any], response: M
         latency_s=round(response.latency_s, 6),
         attempts=response.attempts,
         cached=response.cached,
+        cost_usd=response.cost_usd,
     )
 
 

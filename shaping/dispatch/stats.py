@@ -16,6 +16,7 @@ class ModelUsage:
     cached: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost_usd: float | None = None
 
 
 @dataclass
@@ -36,6 +37,8 @@ class RunStats:
         usage.cached += response.cached
         usage.prompt_tokens += response.usage.prompt_tokens
         usage.completion_tokens += response.usage.completion_tokens
+        if response.cost_usd is not None:
+            usage.cost_usd = (usage.cost_usd or 0.0) + response.cost_usd
 
     @property
     def requests(self) -> int:

@@ -9,13 +9,18 @@ import importlib
 import os
 
 from shaping.config import ModelConfig
-from shaping.errors import ConfigError
+from pydantic import ValidationError
+
+from shaping.errors import ConfigError, describe_validation_error
 from shaping.providers.base import Provider
 
 #: provider name -> Provider subclass, or "module:Class" imported on first use (so that
 #: torch loads only when a transformers model is used)
 PROVIDERS: dict[str, type[Provider] | str] = {
     "mock": "shaping.providers.mock:MockProvider",
+    "openai": "shaping.providers.openai:OpenAIProvider",
+    "anthropic": "shaping.providers.anthropic:AnthropicProvider",
+    "transformers": "shaping.providers.transformers:TransformersProvider",
 }
 
 #: model-name prefix -> (provider, default base_url), for configs that leave `provider` out
@@ -88,5 +93,7 @@ def create_provider(name: str, config: ModelConfig) -> Provider:
         return cls(name, config, api_key)
     except ConfigError:
         raise
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, f"shaping.toml: models.{name}.options")) from None
     except Exception as exc:
         raise ConfigError(f"shaping.toml: models.{name}: {exc}") from None

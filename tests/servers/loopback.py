@@ -1,0 +1,223 @@
+"""An OpenAI- or Anthropic-compatible server on loopback that can misbehave on request.
+
+Faults: latency, an HTTP status (429 with Retry-After, 500, 401...), a hang past the client's
+timeout, a malformed JSON body, a dropped connection. Faults queued with `fail_next` apply to
+the next requests in order; rules added with `fail_when` apply to every request they match.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aiohttp import web
+
+
+@dataclass
+class Fault:
+    status: int | None = None
+    retry_after: str | None = None
+    latency_s: float = 0.0
+    hang: bool = False
+    malformed: bool = False
+    drop: bool = False
+    message: str = "injected failure"
+
+
+@dataclass
+class Received:
+    at: float
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+    @property
+    def messages(self) -> list[dict]:
+        return self.body.get("messages", [])
+
+    @property
+    def last_user(self) -> str:
+        return next((m["content"] for m in reversed(self.messages) if m["role"] == "user"), "")
+
+
+def echo(received: Received) -> str:
+    return f"echo: {received.last_user}"
+
+
+@dataclass
+class LoopbackServer:
+    api: Literal["openai", "anthropic"] = "openai"
+    api_key: str | None = None
+    latency_s: float = 0.0
+    reply: Callable[[Received], str] = echo
+    received: list[Received] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._faults: deque[Fault] = deque()
+        self._rules: list[tuple[Callable[[Received], bool], Fault]] = []
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+        self.in_flight = 0
+        self.peak_in_flight = 0
+
+    # -- controlling it -----------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        suffix = "/v1" if self.api == "openai" else ""
+        return f"http://127.0.0.1:{self.port}{suffix}"
+
+    def fail_next(self, *faults: Fault) -> None:
+        with self._lock:
+            self._faults.extend(faults)
+
+    def fail_when(self, predicate: Callable[[Received], bool], fault: Fault) -> None:
+        self._rules.append((predicate, fault))
+
+    def reset(self) -> None:
+        with self._lock:
+            self.received.clear()
+            self._faults.clear()
+            self._rules.clear()
+
+    def __enter__(self) -> "LoopbackServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("loopback server did not start")
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(10)
+
+    # -- serving --------------------------------------------------------------------------------
+
+    def _serve(self, ready: threading.Event) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._loop.run_until_complete(self._main(ready))
+
+    async def _main(self, ready: threading.Event) -> None:
+        self._stop = asyncio.Event()
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions" if self.api == "openai" else "/v1/messages", self._handle)
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", self.port, backlog=2048)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+        ready.set()
+        await self._stop.wait()
+        await runner.cleanup()
+
+    def _fault_for(self, received: Received) -> Fault | None:
+        with self._lock:
+            if self._faults:
+                return self._faults.popleft()
+        for predicate, fault in self._rules:
+            if predicate(received):
+                return fault
+        return None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            return await self._respond(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _respond(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = {"unparsed": raw.decode(errors="replace")}
+        received = Received(time.monotonic(), request.path, dict(request.headers), body)
+        with self._lock:
+            self.received.append(received)
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        if (denied := self._check_auth(request)) is not None:
+            return denied
+        fault = self._fault_for(received)
+        if fault is not None:
+            if fault.latency_s:
+                await asyncio.sleep(fault.latency_s)
+            if fault.hang:
+                await asyncio.sleep(3600)
+            if fault.drop:
+                request.transport.close()
+                raise ConnectionResetError("dropped by the test server")
+            if fault.malformed:
+                return web.Response(text='{"choices": [ {"message": ', content_type="application/json")
+            if fault.status:
+                headers = {"retry-after": fault.retry_after} if fault.retry_after is not None else {}
+                return self._error(fault.status, fault.message, headers)
+        return web.json_response(self._answer(received))
+
+    def _check_auth(self, request: web.Request) -> web.Response | None:
+        if self.api_key is None:
+            return None
+        if self.api == "openai":
+            ok = request.headers.get("authorization") == f"Bearer {self.api_key}"
+        else:
+            ok = request.headers.get("x-api-key") == self.api_key and "anthropic-version" in request.headers
+        # like real APIs, echo what was sent: the client must keep it out of its own output
+        given = request.headers.get("authorization") or request.headers.get("x-api-key") or "nothing"
+        return None if ok else self._error(401, f"Incorrect API key provided: {given}", {})
+
+    def _error(self, status: int, message: str, headers: dict[str, str]) -> web.Response:
+        if self.api == "openai":
+            body = {"error": {"message": message, "type": "test_error", "code": status}}
+        else:
+            body = {"type": "error", "error": {"type": "test_error", "message": message}}
+        return web.json_response(body, status=status, headers=headers)
+
+    def _answer(self, received: Received) -> dict[str, Any]:
+        text = self.reply(received)
+        prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in received.messages)
+        completion_tokens = len(text.split())
+        model = received.body.get("model", "test-model")
+        if self.api == "openai":
+            return {
+                "id": "chatcmpl-test", "object": "chat.completion", "model": model,
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": text}}],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                          "total_tokens": prompt_tokens + completion_tokens},
+            }
+        return {
+            "id": "msg_test", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+            "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
+        }
+
+
+if __name__ == "__main__":  # python -m tests.servers.loopback [openai|anthropic] [port]
+    import sys
+
+    server = LoopbackServer(sys.argv[1] if len(sys.argv) > 1 else "openai")
+    server.port = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    server.start()
+    print(server.base_url, flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.stop()

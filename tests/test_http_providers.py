@@ -1,0 +1,238 @@
+"""The openai and anthropic providers against real HTTP servers on 127.0.0.1."""
+
+import time
+
+import anyio
+import pytest
+
+from shaping import run_pipeline
+from shaping.config import Project
+from shaping.dispatch import Dispatcher
+from shaping.errors import ConfigError
+from shaping.pipeline import Pipeline, TrainingSample, model_request
+from tests.conftest import write_project
+from tests.servers import Fault, LoopbackServer
+
+KEY = "sk-test-0123456789abcdefSECRET"
+KSHOT = [
+    {"role": "system", "content": "You write one-line morals."},
+    {"role": "user", "content": "A fox and grapes."},
+    {"role": "assistant", "content": "We scorn what we cannot have."},
+    {"role": "user", "content": "A tortoise and a hare."},
+    {"role": "assistant", "content": "Slow and steady wins the race."},
+    {"role": "user", "content": "An ant and a grasshopper."},
+]
+
+
+def model_toml(name, server, **extra):
+    lines = [f"[models.{name}]", f'provider = "{server.api}"', 'model = "test-model"',
+             f'base_url = "{server.base_url}"', 'api_key_env = "SHAPING_TEST_KEY"',
+             "retry_backoff_s = 0.01", "retry_max_wait_s = 5"]
+    lines += [f"{k} = {v!r}".replace("'", '"') for k, v in extra.items()]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(params=["openai", "anthropic"])
+def server(request, monkeypatch):
+    monkeypatch.setenv("SHAPING_TEST_KEY", KEY)
+    with LoopbackServer(request.param, api_key=KEY) as s:
+        yield s
+
+
+@pytest.fixture
+def openai_server(monkeypatch):
+    monkeypatch.setenv("SHAPING_TEST_KEY", KEY)
+    with LoopbackServer("openai", api_key=KEY) as s:
+        yield s
+
+
+def project_for(tmp_path, server, **extra) -> Project:
+    return write_project(tmp_path, model_toml("m", server, **extra))
+
+
+def send(project, *requests):
+    """Answer requests concurrently through a real dispatcher; responses in order."""
+    out = [None] * len(requests)
+
+    async def main():
+        dispatcher = Dispatcher(project, "test", workers=64, annotate=True)
+        async with dispatcher.session():
+            async def one(i):
+                out[i] = (await dispatcher.answer(requests[i], i, f"r{i}"))[1]
+            async with anyio.create_task_group() as tg:
+                for i in range(len(requests)):
+                    tg.start_soon(one, i)
+
+    try:
+        anyio.run(main)
+    except BaseExceptionGroup as group:
+        raise group.exceptions[0] from None
+    return out
+
+
+def test_openai_receives_the_whole_conversation_and_params(tmp_path, openai_server):
+    project = project_for(tmp_path, openai_server)
+    (response,) = send(project, model_request(
+        KSHOT, model="m", max_tokens=50, temperature=0.3, top_p=0.9, stop=["\n"], seed=7,
+        response_format={"type": "json_object"}))
+    assert response.is_success and response.get_text() == "echo: An ant and a grasshopper."
+    body = openai_server.received[0].body
+    assert body["messages"] == KSHOT
+    assert body["model"] == "test-model"
+    assert {k: body[k] for k in ("max_tokens", "temperature", "top_p", "stop", "seed", "response_format")} == {
+        "max_tokens": 50, "temperature": 0.3, "top_p": 0.9, "stop": ["\n"], "seed": 7,
+        "response_format": {"type": "json_object"}}
+    assert response.usage.prompt_tokens > 0 and response.usage.completion_tokens == 6
+    assert response.finish_reason == "stop" and response.attempts == 1
+
+
+def test_anthropic_gets_system_field_alternating_turns_and_headers(tmp_path, monkeypatch):
+    monkeypatch.setenv("SHAPING_TEST_KEY", KEY)
+    with LoopbackServer("anthropic", api_key=KEY) as server:
+        project = project_for(tmp_path, server)
+        conversation = KSHOT[:1] + [{"role": "system", "content": "Be brief."}] + KSHOT[1:] + [
+            {"role": "user", "content": "Make it rhyme."}]
+        (response,) = send(project, model_request(conversation, model="m", temperature=0.5, stop="END", seed=3))
+        received = server.received[0]
+    assert response.is_success and response.get_text() == "echo: An ant and a grasshopper.\n\nMake it rhyme."
+    body = received.body
+    assert body["system"] == "You write one-line morals.\n\nBe brief."
+    assert body["messages"] == KSHOT[1:5] + [
+        {"role": "user", "content": "An ant and a grasshopper.\n\nMake it rhyme."}]
+    assert body["max_tokens"] == 1024 and body["temperature"] == 0.5
+    assert body["stop_sequences"] == ["END"] and "seed" not in body and "stop" not in body
+    assert received.headers["x-api-key"] == KEY and received.headers["anthropic-version"] == "2023-06-01"
+    assert response.usage.prompt_tokens > 0 and response.usage.completion_tokens > 0
+
+
+def test_retries_500_then_succeeds(tmp_path, server):
+    project = project_for(tmp_path, server)
+    server.fail_next(Fault(status=500), Fault(status=503))
+    (response,) = send(project, model_request("hi", model="m"))
+    assert response.is_success and response.attempts == 3
+    assert len(server.received) == 3
+
+
+def test_gives_up_after_max_retries(tmp_path, server):
+    project = project_for(tmp_path, server, max_retries=2)
+    server.fail_when(lambda r: True, Fault(status=500, message="upstream exploded"))
+    (response,) = send(project, model_request("hi", model="m"))
+    assert not response.is_success
+    assert response.error.type == "server_error" and response.error.status_code == 500
+    assert "upstream exploded" in response.error.message
+    assert "gave up after 3 attempts" in response.error.message
+    assert response.attempts == 3 and len(server.received) == 3
+
+
+def test_retry_after_is_honoured(tmp_path, server):
+    project = project_for(tmp_path, server)
+    server.fail_next(Fault(status=429, retry_after="1"))
+    (response,) = send(project, model_request("hi", model="m"))
+    assert response.is_success and response.attempts == 2
+    first, second = server.received
+    assert second.at - first.at >= 0.95
+
+
+@pytest.mark.parametrize("status, kind", [(400, "bad_request"), (403, "permission_error"), (404, "not_found")])
+def test_client_errors_are_not_retried(tmp_path, server, status, kind):
+    project = project_for(tmp_path, server)
+    server.fail_next(Fault(status=status, message="you sent nonsense"))
+    (response,) = send(project, model_request("hi", model="m"))
+    assert response.error.type == kind and "you sent nonsense" in response.error.message
+    assert len(server.received) == 1 and response.attempts == 1
+
+
+def test_401_not_retried_and_key_not_in_the_message(tmp_path, server, monkeypatch):
+    project = project_for(tmp_path, server)
+    monkeypatch.setenv("SHAPING_TEST_KEY", "sk-wrong-key-9876543210XYZ")
+    (response,) = send(project, model_request("hi", model="m"))
+    assert response.error.type == "auth_error" and len(server.received) == 1
+    assert "Incorrect API key provided" in response.error.message
+    assert "9876543210" not in response.error.message and "sk-wrong" not in response.error.message
+
+
+def test_hang_past_the_timeout_is_retried(tmp_path, server):
+    project = project_for(tmp_path, server, timeout_s=0.5)
+    server.fail_next(Fault(hang=True))
+    started = time.monotonic()
+    (response,) = send(project, model_request("hi", model="m"))
+    assert response.is_success and response.attempts == 2
+    assert 0.45 < time.monotonic() - started < 5
+
+
+def test_timeout_error_type_when_it_keeps_hanging(tmp_path, server):
+    project = project_for(tmp_path, server, timeout_s=0.3, max_retries=1)
+    server.fail_when(lambda r: True, Fault(hang=True))
+    (response,) = send(project, model_request("hi", model="m"))
+    assert response.error.type == "timeout" and "gave up after 2 attempts" in response.error.message
+
+
+@pytest.mark.parametrize("fault, kind", [(Fault(malformed=True), "bad_response"), (Fault(drop=True), "connection_error")])
+def test_malformed_body_and_dropped_connection_are_retried(tmp_path, server, fault, kind):
+    project = project_for(tmp_path, server, max_retries=1)
+    server.fail_next(fault)
+    (response,) = send(project, model_request("hi", model="m"))
+    assert response.is_success and response.attempts == 2
+    server.fail_next(fault, fault)
+    (failed,) = send(project, model_request("hi", model="m"))
+    assert failed.error.type == kind
+
+
+def test_max_concurrency_bounds_calls_in_flight(tmp_path, openai_server):
+    openai_server.latency_s = 0.1
+    project = project_for(tmp_path, openai_server, max_concurrency=4)
+    responses = send(project, *[model_request(f"q{i}", model="m") for i in range(16)])
+    assert all(r.is_success for r in responses)
+    assert openai_server.peak_in_flight == 4
+
+
+def test_requests_per_minute_is_held(tmp_path, openai_server):
+    project = project_for(tmp_path, openai_server, requests_per_minute=600)  # 10 per second
+    responses = send(project, *[model_request(f"q{i}", model="m") for i in range(30)])
+    assert all(r.is_success for r in responses)
+    times = sorted(r.at for r in openai_server.received)
+    # a burst of at most 10, then 10 per second: 30 requests need about 2 seconds
+    assert times[-1] - times[0] >= 1.8
+    for i, t in enumerate(times):
+        assert sum(1 for u in times[i:] if u - t < 1.0) <= 21
+
+
+def test_missing_key_names_the_variable(tmp_path, openai_server, monkeypatch):
+    project = project_for(tmp_path, openai_server)
+    monkeypatch.delenv("SHAPING_TEST_KEY")
+    with pytest.raises(ConfigError, match="environment variable SHAPING_TEST_KEY is not set"):
+        send(project, model_request("hi", model="m"))
+
+
+def test_anthropic_requires_a_key_variable(tmp_path):
+    project = write_project(tmp_path, '[models.c]\nprovider = "anthropic"\nmodel = "claude-x"\n')
+    with pytest.raises(ConfigError, match="models.c.api_key_env: required by provider 'anthropic'"):
+        send(project, model_request("hi", model="c"))
+
+
+def test_pipeline_run_never_writes_the_key(tmp_path, server):
+    project = project_for(tmp_path, server, max_retries=0, price_per_million_input=1.0,
+                          price_per_million_output=2.0)
+    server.fail_when(lambda r: "FAIL" in r.last_user, Fault(status=500, message=f"bad key {KEY}"))
+
+    class Keyless(Pipeline):
+        name = "keyless"
+        m = Pipeline.model_dep("m")
+
+        def run(self):
+            return self.run_task(self.task, records=[{"id": str(i), "q": "FAIL" if i == 2 else f"q{i}"}
+                                                     for i in range(5)])
+
+        def task(self, record):
+            answer = yield model_request(record["q"], model=self.m)
+            return TrainingSample(id=record["id"], messages=[
+                {"role": "user", "content": record["q"]}, {"role": "assistant", "content": answer.get_text()}])
+
+    result = run_pipeline(Keyless(project), annotate=True)
+    assert result.manifest.counts.samples == 4 and result.manifest.counts.errors == {"server_error": 1}
+    usage = result.manifest.usage["m"]
+    assert usage.cost_usd == pytest.approx((usage.prompt_tokens * 1.0 + usage.completion_tokens * 2.0) / 1e6)
+    for path in (tmp_path / "training").rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            assert KEY.encode() not in content and KEY[:8].encode() not in content, path
