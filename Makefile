@@ -1,6 +1,8 @@
 # Two commands set everything up on a fresh machine: `make demo` and `make test`.
 PYTHON ?= python3.11
 VENV   := .venv
+# torch first and pinned exactly: a looser pin pulls gigabytes of CUDA packages
+TORCH  := torch==2.13.0
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 ISF    := $(VENV)/bin/isf
@@ -9,14 +11,14 @@ ISF    := $(VENV)/bin/isf
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
 
 $(VENV)/.installed: $(PY) pyproject.toml
 	$(PIP) install --quiet -e .
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet $(TORCH)
+	$(PIP) install --quiet -e '.[dev,local]'
 	touch $@
 
 install: $(VENV)/.installed

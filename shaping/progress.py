@@ -71,11 +71,16 @@ def summary(result, console: Console) -> None:
         by_type = ", ".join(f"{k} {v}" for k, v in sorted(m.counts.errors.items(), key=lambda kv: -kv[1]))
         lines.append(Text(f"  failed records by type: {by_type}", style="red"))
     table = Table(box=None, padding=(0, 1), pad_edge=False, header_style="dim")
-    for column in ("model", "requests", "cached", "failed", "tokens in", "tokens out"):
+    priced = any(u.cost_usd is not None for u in m.usage.values())
+    columns = ["model", "requests", "cached", "failed", "tokens in", "tokens out"] + (["cost"] if priced else [])
+    for column in columns:
         table.add_column(column, justify="left" if column == "model" else "right", no_wrap=True)
     for model, u in m.usage.items():
-        table.add_row(model, f"{u.requests:,}", f"{u.cached:,}", f"{u.failed:,}",
-                      f"{u.prompt_tokens:,}", f"{u.completion_tokens:,}")
+        row = [model, f"{u.requests:,}", f"{u.cached:,}", f"{u.failed:,}",
+               f"{u.prompt_tokens:,}", f"{u.completion_tokens:,}"]
+        if priced:
+            row.append("-" if u.cost_usd is None else f"${u.cost_usd:,.4f}")
+        table.add_row(*row)
     if m.usage:
         lines.append(table)
     paths = Table.grid(padding=(0, 2))

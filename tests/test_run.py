@@ -171,7 +171,7 @@ class Probe:
     from shaping.providers.base import Provider as _Base
 
     class Provider(_Base):
-        max_batch_size = 1
+        default_batch_size = 1
         default_concurrency = 1000
         in_flight = 0
         peak = 0
@@ -203,7 +203,7 @@ def probe(project):
     )
 
     class PB(P):
-        max_batch_size = 8
+        default_batch_size = 8
 
     register("probe-batched", PB)
     from shaping.config import Project

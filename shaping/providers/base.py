@@ -22,9 +22,10 @@ class NoOptions(BaseModel):
 
 
 class Provider(ABC):
-    #: the most requests one `generate_batch` call takes; 1 means "one request per call,
-    #: many calls in flight" (HTTP APIs), more means real batches (local models)
-    max_batch_size: ClassVar[int] = 1
+    #: requests per `generate_batch` call: 1 means one request per call, many calls in flight
+    #: (HTTP APIs); more means real batches (local models), and `batch_size` in shaping.toml
+    #: may change it
+    default_batch_size: ClassVar[int] = 1
     #: how many `generate_batch` calls may be in flight when the model sets no max_concurrency
     default_concurrency: ClassVar[int] = 64
     #: whether the model must name an `api_key_env`
@@ -40,7 +41,9 @@ class Provider(ABC):
 
     @property
     def batch_size(self) -> int:
-        return min(self.config.batch_size or self.max_batch_size, self.max_batch_size)
+        if self.default_batch_size == 1:
+            return 1
+        return self.config.batch_size or self.default_batch_size
 
     @property
     def concurrency(self) -> int:

@@ -72,7 +72,7 @@ def server_message(response: httpx.Response) -> str:
 class HTTPProvider(Provider):
     """A provider that POSTs one JSON body per request; subclasses say what goes in and out."""
 
-    max_batch_size = 1
+    default_batch_size = 1
     default_concurrency = 64
     needs_key = False
     default_base_url: ClassVar[str]

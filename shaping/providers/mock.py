@@ -49,7 +49,7 @@ def mock_reply(model: str, request: LLMRequest) -> str:
 
 
 class MockProvider(Provider):
-    max_batch_size = 64
+    default_batch_size = 64
     default_concurrency = 4
     Options = MockOptions
 

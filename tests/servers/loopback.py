@@ -210,11 +210,12 @@ class LoopbackServer:
         }
 
 
-if __name__ == "__main__":  # python -m tests.servers.loopback [openai|anthropic] [port]
+if __name__ == "__main__":  # python -m tests.servers.loopback [openai|anthropic] [port] [latency_s]
     import sys
 
     server = LoopbackServer(sys.argv[1] if len(sys.argv) > 1 else "openai")
     server.port = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    server.latency_s = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
     server.start()
     print(server.base_url, flush=True)
     try:
