@@ -50,8 +50,6 @@ class RateLimits:
             await self._take_tokens(used - reserved)
 
     async def _take_tokens(self, amount: int) -> None:
-        limiter = self._tokens
-        while amount > 0:  # aiolimiter refuses one acquire above its capacity
-            step = min(amount, int(limiter.max_rate))
-            await limiter.acquire(step)
-            amount -= step
+        # aiolimiter refuses an acquire above its capacity: one call larger than a minute's
+        # budget waits for a full bucket, then goes
+        await self._tokens.acquire(min(amount, self._tokens.max_rate))
