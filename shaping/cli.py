@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,13 @@ from rich.text import Text
 from shaping import __version__
 from shaping.config import Project
 from shaping.discovery import discover, find_pipeline
+from shaping.dispatch.cache import RequestCache
 from shaping.dispatch import RunStats
 from shaping.errors import PipelineError, ShapingError
 from shaping.pipeline import Pipeline
 from shaping.progress import RunDisplay, summary
 from shaping.runner import run_pipeline
+from shaping.staleness import Status, dependency_order, pipeline_status, project_status
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -42,7 +45,8 @@ def user_errors(fn: Any) -> Any:
         except PipelineError as exc:
             fail(f"run() failed: {exc.error_type}: {exc.message}")
         except KeyboardInterrupt:
-            fail("interrupted; no output was written", code=130)
+            fail("interrupted: no output file was changed; answered requests are cached, "
+                 "so running the same command again resumes where this run stopped", code=130)
 
     return wrapper
 
@@ -101,6 +105,8 @@ def run_options(fn: Any) -> Any:
         click.option("--annotate/--no-annotate", default=None,
                      help="Write input data, steps and times with each sample "
                           "(default: the pipeline's `annotated`)."),
+        click.option("--no-cache", "no_cache", is_flag=True,
+                     help="Neither read nor write the request cache (training/.cache/)."),
         click.option("-q", "--quiet", is_flag=True, help="No progress display or summary."),
     ]
     for option in reversed(options):
@@ -109,14 +115,16 @@ def run_options(fn: Any) -> Any:
 
 
 def run_and_report(pipeline_obj: Pipeline, limit: int | None, workers: int | None,
-                   output: Path | None, annotate: bool | None, quiet: bool) -> None:
+                   output: Path | None, annotate: bool | None, no_cache: bool, quiet: bool) -> None:
     for flag, value in (("--limit", limit), ("--workers", workers)):
         if value is not None and value < 1:
             raise ShapingError(f"{flag} must be at least 1, got {value}")
     stats = RunStats()
     with RunDisplay(err, stats, pipeline_obj.name) if not quiet else _nothing():
         result = run_pipeline(pipeline_obj, limit=limit, workers=workers, output=output,
-                              annotate=annotate, stats=stats)
+                              annotate=annotate, stats=stats, use_cache=not no_cache)
+    for warning in result.warnings:
+        err.print(Text.assemble(("warning: ", "yellow"), warning), soft_wrap=True)
     if not quiet:
         summary(result, out)
 
@@ -130,15 +138,99 @@ class _nothing:
 
 
 @pipeline.command("run")
-@click.argument("name")
+@click.argument("names", metavar="[NAME]...", nargs=-1)
+@click.option("--stale", is_flag=True, help="Run every pipeline that is not CURRENT, upstream first.")
+@click.option("--force", is_flag=True, help="Run even when the output is CURRENT.")
 @run_options
 @click.pass_context
 @user_errors
-def run_cmd(ctx: click.Context, name: str, **options: Any) -> None:
-    """Run the pipeline NAME and write training/data/NAME.jsonl, its errors and manifest."""
+def run_cmd(ctx: click.Context, names: tuple[str, ...], stale: bool, force: bool, **options: Any) -> None:
+    """Run pipelines and write training/data/NAME.jsonl, its errors and manifest.
+
+    A pipeline whose output is CURRENT is skipped unless --force (or --limit/-o) is given.
+    Answers already in the request cache are not sent again.
+    """
     project = project_of(ctx)
-    entry = find_pipeline(project, name)
-    run_and_report(entry.cls(project), **options)
+    entries = discover(project)
+    if not names and not stale:
+        raise click.UsageError("give a pipeline NAME, or --stale to run every stale pipeline")
+    for name in names:
+        find_pipeline(project, name, entries)
+    order = dependency_order(project, entries)
+    wanted = [n for n in order if n in names] if names else order
+    explicit = force or options["limit"] is not None or options["output"] is not None
+    done: dict[str, Status] = {}
+    for name in order:
+        status = pipeline_status(entries[name], project, done)
+        if name in wanted and (explicit or not status.is_current):
+            if len(wanted) > 1 and not options["quiet"]:
+                out.print(Text(f"{name}: {status.headline()}, running", style="bold"))
+            run_and_report(entries[name].cls(project), **options)
+            status = pipeline_status(entries[name], project, done)
+        elif name in wanted and not options["quiet"]:
+            out.print(f"{name} is {status.headline()}: nothing to do (--force runs it anyway)")
+        done[name] = status
+
+
+@pipeline.command("status")
+@click.argument("names", metavar="[NAME]...", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print the statuses as JSON.")
+@click.option("--check", is_flag=True, help="Exit 1 when any pipeline shown is not CURRENT (for CI).")
+@click.pass_context
+@user_errors
+def status_cmd(ctx: click.Context, names: tuple[str, ...], as_json: bool, check: bool) -> None:
+    """Say which outputs are CURRENT, STALE (and why), PARTIAL or MISSING."""
+    project = project_of(ctx)
+    entries = discover(project)
+    for name in names:
+        find_pipeline(project, name, entries)
+    statuses = [s for s in project_status(project, entries).values() if not names or s.name in names]
+    if as_json:
+        click.echo(json.dumps([s.to_dict() for s in statuses], indent=2))
+    else:
+        styles = {"CURRENT": "green", "STALE": "yellow", "PARTIAL": "yellow", "MISSING": "red"}
+        for s in statuses:
+            out.print(Text.assemble((f"{s.name}: ", "bold"), (s.headline(), styles[s.state])))
+            for reason in s.reasons:
+                out.print(f"  {reason.message}", soft_wrap=True)
+    if check and any(not s.is_current for s in statuses):
+        sys.exit(1)
+
+
+@main.group()
+def cache() -> None:
+    """Inspect and clear the request cache (training/.cache/)."""
+
+
+@cache.command("stats")
+@click.pass_context
+@user_errors
+def cache_stats(ctx: click.Context) -> None:
+    """Answers kept per pipeline, and the size on disk."""
+    store = RequestCache(project_of(ctx).cache_dir)
+    try:
+        stats = store.stats()
+    finally:
+        store.close()
+    out.print(f"{stats.path} ({stats.size_bytes / 1e6:.1f} MB)")
+    if not stats.by_pipeline:
+        out.print("  empty")
+    for name, count in stats.by_pipeline.items():
+        out.print(f"  {name}: {count:,} answers")
+
+
+@cache.command("clear")
+@click.argument("name", required=False)
+@click.pass_context
+@user_errors
+def cache_clear(ctx: click.Context, name: str | None) -> None:
+    """Forget the answers of pipeline NAME, or of every pipeline."""
+    store = RequestCache(project_of(ctx).cache_dir)
+    try:
+        deleted = store.clear(name)
+    finally:
+        store.close()
+    out.print(f"cleared {deleted:,} answers" + (f" of {name}" if name else ""))
 
 
 def execute_pipeline(pipeline_obj: Pipeline, argv: list[str] | None = None) -> None:

@@ -77,8 +77,8 @@ def discover(project: Project) -> dict[str, PipelineEntry]:
     return entries
 
 
-def find_pipeline(project: Project, name: str) -> PipelineEntry:
-    entries = discover(project)
+def find_pipeline(project: Project, name: str, entries: dict[str, PipelineEntry] | None = None) -> PipelineEntry:
+    entries = discover(project) if entries is None else entries
     try:
         return entries[name]
     except KeyError:

@@ -6,6 +6,7 @@ base_url and params: what changes the answers. Never the key, never rate limits.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 from datetime import datetime
@@ -65,7 +66,9 @@ class Manifest(_Model):
     schema_version: int = SCHEMA_VERSION
     pipeline: str
     pipeline_source: str | None
+    #: one hash over the pipeline's file and the local modules under pipelines/ it imports
     pipeline_source_sha256: str | None
+    pipeline_sources: dict[str, str] = Field(default_factory=dict)
     shaping_version: str
     git: GitInfo
     file_deps: dict[str, FileState]
@@ -101,6 +104,57 @@ def file_state(path: Path, root: Path) -> FileState:
     except ValueError:
         shown = str(path)
     return FileState(path=shown, sha256=sha256_file(path))
+
+
+def local_imports(source: Path, pipelines_dir: Path) -> list[Path]:
+    """The modules under `pipelines_dir` that `source` imports, directly or through each other."""
+    found: list[Path] = []
+    todo = [source]
+    while todo:
+        path = todo.pop()
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                names = [base] if base else []
+                names += [f"{base}.{alias.name}".strip(".") for alias in node.names]
+            else:
+                continue
+            for name in names:
+                if name.startswith("pipelines."):
+                    name = name[len("pipelines."):]
+                parts = name.split(".")
+                for candidate in (pipelines_dir.joinpath(*parts).with_suffix(".py"),
+                                  pipelines_dir.joinpath(*parts, "__init__.py")):
+                    if candidate.is_file() and candidate != source and candidate not in found:
+                        found.append(candidate)
+                        todo.append(candidate)
+    return sorted(found)
+
+
+def source_hashes(source: Path, pipelines_dir: Path, root: Path) -> tuple[str, dict[str, str]]:
+    """(one combined hash, {file: sha256}) over a pipeline's file and its local imports."""
+    states = [file_state(p, root) for p in [source, *local_imports(source, pipelines_dir)]]
+    files = {state.path: state.sha256 for state in states}
+    combined = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+    return combined, files
+
+
+def read_manifest(path: Path) -> Manifest:
+    """Raises ValueError with a one-line reason when the file is not a valid manifest."""
+    from pydantic import ValidationError
+
+    from shaping.errors import describe_validation_error
+
+    try:
+        return Manifest.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        raise ValueError(describe_validation_error(exc, path.name)) from None
 
 
 def git_info(state: GitState) -> GitInfo:

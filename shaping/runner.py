@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,12 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from shaping import __version__
 from shaping.dispatch import Dispatcher, RunStats
+from shaping.dispatch.cache import RequestCache
 from shaping.dispatch.driver import describe, now
 from shaping.errors import DependencyError, ShapingError, TaskContractError
 from shaping.gitinfo import git_state
-from shaping.manifest import Counts, FileState, Manifest, Usage, file_state, git_info, model_state
+from shaping.lock import RunLock
+from shaping.manifest import Counts, FileState, Manifest, Usage, file_state, git_info, model_state, source_hashes
 from shaping.output import AtomicWriter, OutputPaths, output_paths
 from shaping.pipeline import Pipeline
 from shaping.samples import AnnotatedTrainingSample, TrainingSample
@@ -32,6 +34,7 @@ class RunResult:
     paths: OutputPaths
     manifest: Manifest
     stats: RunStats
+    warnings: list[str] = field(default_factory=list)
 
 
 class _Runtime:
@@ -66,7 +69,13 @@ def run_pipeline(
     output: Path | None = None,
     annotate: bool | None = None,
     stats: RunStats | None = None,
+    use_cache: bool = True,
 ) -> RunResult:
+    """Run `pipeline` and write its samples, errors and manifest; see the module docstring.
+
+    Answers come from the project's request cache where it has them (`use_cache=False` neither
+    reads nor writes it), so an interrupted run resumes without paying twice.
+    """
     name = pipeline.name
     project = pipeline.project
     if limit is not None and limit < 1:
@@ -78,12 +87,28 @@ def run_pipeline(
     models = {attr: model_state(dep.model_name, project.model(dep.model_name))
               for attr, dep in pipeline.model_deps.items()}
     paths = output_paths(project.data_dir, name, output)
+    project.cache_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(project.cache_dir / f"{name}.lock", name):
+        cache = RequestCache(project.cache_dir) if use_cache else None
+        try:
+            result = _run_locked(pipeline, paths, files, models, annotate, limit, workers, stats, cache)
+            if cache is not None and cache.moved_aside is not None:
+                result.warnings.append(f"the request cache was from another version of shaping; "
+                                       f"it was kept as {cache.moved_aside} and a new one started")
+            return result
+        finally:
+            if cache is not None:
+                cache.close()
+
+
+def _run_locked(pipeline, paths, files, models, annotate, limit, workers, stats, cache) -> RunResult:
+    name, project = pipeline.name, pipeline.project
     git = git_state(project.root)
     stats = stats or RunStats()
     started_at, started = now(), time.monotonic()
     dispatcher = Dispatcher(
         project, name, workers=workers or pipeline.workers, annotate=annotate,
-        commit=git.commit, stats=stats,
+        commit=git.commit, stats=stats, cache=cache,
     )
     pipeline.limit = limit
     with start_blocking_portal() as portal:
@@ -108,10 +133,12 @@ def run_pipeline(
         )
         completed_at = now()
         source = pipeline.source_file()
+        combined, sources = source_hashes(source, project.pipelines_dir, project.root) if source else (None, {})
         manifest = Manifest(
             pipeline=name,
             pipeline_source=project.relative(source) if source else None,
-            pipeline_source_sha256=file_state(source, project.root).sha256 if source else None,
+            pipeline_source_sha256=combined,
+            pipeline_sources=sources,
             shaping_version=__version__,
             git=git_info(git),
             file_deps=files,

@@ -18,6 +18,7 @@ from anyio.abc import TaskGroup
 from shaping.dispatch.limits import RateLimits
 from shaping.dispatch.retry import RetryableFailure, retrying
 from shaping.dispatch.stats import RunStats
+from shaping.manifest import model_state
 from shaping.providers.base import Provider
 from shaping.requests import LLMRequest, ModelResponse, ResponseError
 
@@ -40,6 +41,7 @@ class ModelChannel:
         self._batch_size = provider.batch_size
         self._task_group = task_group
         self._limits = RateLimits(provider.config)
+        self.fingerprint = model_state(name, provider.config).fingerprint
         if self._batch_size > 1:
             self._send, self._receive = anyio.create_memory_object_stream[_Pending](math.inf)
             task_group.start_soon(self._form_batches, name=f"batcher:{name}")

@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 
 from shaping.config import Project
+from shaping.dispatch.cache import RequestCache, request_key
 from shaping.dispatch.channel import ModelChannel
 from shaping.dispatch.driver import Outcome, drive, find_fatal
 from shaping.dispatch.stats import RunStats
@@ -41,6 +42,7 @@ class Dispatcher:
         annotate: bool,
         commit: str | None = None,
         stats: RunStats | None = None,
+        cache: RequestCache | None = None,
     ) -> None:
         self.project = project
         self.pipeline_name = pipeline_name
@@ -48,6 +50,7 @@ class Dispatcher:
         self.annotate = annotate
         self.commit = commit
         self.stats = stats or RunStats()
+        self.cache = cache
         self.errors: list[ErrorRecord] = []
         self._channels: dict[str, ModelChannel] = {}
         self._providers: list[Provider] = []
@@ -93,12 +96,23 @@ class Dispatcher:
         channel = await self.channel(request.model)
         defaults = channel.provider.config.params
         params = {**defaults, **request.params} if request.params else dict(defaults)
+        key = None
+        if self.cache is not None:
+            key = request_key(channel.fingerprint, request.messages, params, record_id, step)
+            cached = self.cache.get(key)
+            if cached is not None:
+                self.stats.record_response(request.model, cached)
+                return params, cached
         llm_request = LLMRequest(
             messages=request.messages,
             params=params,
             metadata={"pipeline": self.pipeline_name, "record_id": record_id, "step": step},
         )
-        return params, await channel.submit(llm_request)
+        response = await channel.submit(llm_request)
+        if key is not None and response.is_success:
+            self.cache.put(key, self.pipeline_name, request.model, record_id, step,
+                           request.messages, params, response)
+        return params, response
 
     async def query(self, model: Any, messages: Any, **params: Any) -> ModelResponse:
         step = self._query_steps

@@ -11,6 +11,8 @@ from shaping.requests import ModelResponse
 
 @dataclass
 class ModelUsage:
+    """Requests of one model in this run; tokens and cost count only what was sent now."""
+
     requests: int = 0
     failed: int = 0
     cached: int = 0
@@ -34,7 +36,9 @@ class RunStats:
             usage = self.models[model] = ModelUsage()
         usage.requests += 1
         usage.failed += response.error is not None
-        usage.cached += response.cached
+        if response.cached:  # paid for in an earlier run
+            usage.cached += 1
+            return
         usage.prompt_tokens += response.usage.prompt_tokens
         usage.completion_tokens += response.usage.completion_tokens
         if response.cost_usd is not None:

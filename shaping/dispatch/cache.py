@@ -1,0 +1,133 @@
+"""Every answered request, kept in SQLite so that no request is paid for twice.
+
+The key is a hash of the model's fingerprint, the messages, the params as sent, the record id
+and the step index: re-running a record replays its answers in order, a changed prompt misses
+for that record only, and changed params miss for that model only. Answers are committed as
+they arrive (WAL mode), so a run killed at any moment keeps everything answered before it.
+Only successful responses are stored; failures are tried again next time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from shaping.requests import LLMMessage, ModelResponse
+
+SCHEMA_VERSION = 1
+FILE_NAME = "requests.sqlite"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS answers (
+    key TEXT PRIMARY KEY,
+    pipeline TEXT NOT NULL,
+    model TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    request TEXT NOT NULL,
+    response TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS answers_pipeline ON answers (pipeline);
+"""
+
+
+def request_key(fingerprint: str, messages: list[LLMMessage], params: dict, record_id: str, step: int) -> str:
+    payload = json.dumps(
+        [fingerprint, [[m.role, m.content] for m in messages], params, record_id, step],
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    path: Path
+    size_bytes: int
+    by_pipeline: dict[str, int]
+
+
+class RequestCache:
+    """One SQLite file per project, under training/.cache/."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / FILE_NAME
+        self.moved_aside: Path | None = None
+        folder.mkdir(parents=True, exist_ok=True)
+        self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=10000")
+            version = self._schema_version(db)
+        except sqlite3.DatabaseError:  # not a database at all
+            db.close()
+            return self._move_aside("unreadable")
+        if version is None:
+            db.executescript(SCHEMA)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif version != SCHEMA_VERSION:
+            db.close()
+            return self._move_aside(f"v{version}")
+        return db
+
+    @staticmethod
+    def _schema_version(db: sqlite3.Connection) -> int | None:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables:
+            return None
+        if "meta" not in tables:
+            return 0
+        row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _move_aside(self, why: str) -> sqlite3.Connection:
+        """Keep a cache this version cannot use (nothing is deleted) and start a new one."""
+        target = self.path.with_name(f"{self.path.name}.{why}.{int(time.time())}.bak")
+        for suffix in ("", "-wal", "-shm"):
+            side = Path(f"{self.path}{suffix}")
+            if side.exists():
+                side.rename(Path(f"{target}{suffix}"))
+        self.moved_aside = target
+        return self._open()
+
+    def get(self, key: str) -> ModelResponse | None:
+        row = self._db.execute("SELECT response FROM answers WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        response = ModelResponse.model_validate_json(row[0])
+        response.cached = True
+        return response
+
+    def put(self, key: str, pipeline: str, model: str, record_id: str, step: int,
+            messages: list[LLMMessage], params: dict, response: ModelResponse) -> None:
+        request = json.dumps({"messages": [m.model_dump() for m in messages], "params": params},
+                             ensure_ascii=False, default=str)
+        self._db.execute(
+            "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, pipeline, model, record_id, step, request, response.model_dump_json(), time.time()),
+        )
+
+    def stats(self) -> CacheStats:
+        rows = self._db.execute("SELECT pipeline, COUNT(*) FROM answers GROUP BY pipeline ORDER BY pipeline")
+        size = sum(Path(f"{self.path}{s}").stat().st_size for s in ("", "-wal") if Path(f"{self.path}{s}").exists())
+        return CacheStats(self.path, size, dict(rows.fetchall()))
+
+    def clear(self, pipeline: str | None = None) -> int:
+        if pipeline is None:
+            deleted = self._db.execute("DELETE FROM answers").rowcount
+        else:
+            deleted = self._db.execute("DELETE FROM answers WHERE pipeline = ?", (pipeline,)).rowcount
+        self._db.execute("VACUUM")
+        return deleted
+
+    def close(self) -> None:
+        self._db.close()

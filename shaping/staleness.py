@@ -1,0 +1,143 @@
+"""Is a pipeline's output up to date, and if not, why: each status comes with named reasons.
+
+    CURRENT   the manifest matches the code, files and model configs it was made from
+    STALE     one reason per line: changed_code, changed_file, missing_file, changed_model,
+              missing_model, edited_output, missing_output, stale_upstream, bad_manifest
+    PARTIAL   made with --limit and nothing else changed (stale until a full run)
+    MISSING   never run (no manifest)
+
+A pipeline whose file_dep is another pipeline's output (training/data/x.jsonl) depends on it:
+statuses are computed upstream first, and a stale upstream makes its dependents stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from graphlib import CycleError, TopologicalSorter
+
+from shaping.config import Project
+from shaping.discovery import PipelineEntry
+from shaping.errors import ConfigError, ShapingError
+from shaping.manifest import model_state, read_manifest, source_hashes
+from shaping.output import OutputPaths, sha256_file
+
+CURRENT, STALE, PARTIAL, MISSING = "CURRENT", "STALE", "PARTIAL", "MISSING"
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str
+    message: str
+
+
+@dataclass
+class Status:
+    name: str
+    state: str
+    samples: int | None = None
+    reasons: list[Reason] = field(default_factory=list)
+
+    @property
+    def is_current(self) -> bool:
+        return self.state == CURRENT
+
+    def headline(self) -> str:
+        if self.state in (CURRENT, PARTIAL):
+            return f"{self.state} ({self.samples} samples)"
+        return self.state
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "state": self.state, "samples": self.samples,
+                "reasons": [asdict(r) for r in self.reasons]}
+
+
+def default_paths(project: Project, name: str) -> OutputPaths:
+    return OutputPaths.for_samples(project.data_dir / f"{name}.jsonl")
+
+
+def upstreams(entry: PipelineEntry, project: Project, names: Iterable[str]) -> list[str]:
+    """The pipelines (among `names`) whose default output this pipeline reads as a file_dep."""
+    outputs = {default_paths(project, name).samples.resolve(): name for name in names}
+    found = []
+    for dep in entry.cls.file_deps.values():
+        other = outputs.get((project.root / dep.relpath).resolve())
+        if other is not None and other != entry.name:
+            found.append(other)
+    return found
+
+
+def dependency_order(project: Project, entries: dict[str, PipelineEntry]) -> list[str]:
+    graph = {name: upstreams(entry, project, entries) for name, entry in entries.items()}
+    try:
+        return list(TopologicalSorter(graph).static_order())
+    except CycleError as exc:
+        raise ShapingError(f"pipelines depend on each other in a cycle: {' -> '.join(exc.args[1])}") from None
+
+
+def pipeline_status(entry: PipelineEntry, project: Project, upstream: dict[str, Status]) -> Status:
+    cls, name = entry.cls, entry.name
+    paths = default_paths(project, name)
+    if not paths.manifest.exists():
+        return Status(name, MISSING)
+    try:
+        manifest = read_manifest(paths.manifest)
+    except (ValueError, OSError) as exc:
+        return Status(name, STALE, reasons=[Reason("bad_manifest", f"manifest unreadable: {exc}")])
+    reasons: list[Reason] = []
+    add = lambda code, message: reasons.append(Reason(code, message))  # noqa: E731
+
+    source = cls.source_file()
+    if source is not None:
+        combined, files = source_hashes(source, project.pipelines_dir, project.root)
+        if combined != manifest.pipeline_source_sha256:
+            changed = sorted(p for p in files.keys() | manifest.pipeline_sources.keys()
+                             if files.get(p) != manifest.pipeline_sources.get(p))
+            add("changed_code", f"pipeline code changed ({', '.join(changed) or project.relative(source)})")
+
+    for attr, dep in cls.file_deps.items():
+        path = (project.root / dep.relpath).resolve()
+        recorded = manifest.file_deps.get(attr)
+        if not path.is_file():
+            add("missing_file", f"file '{attr}' is missing ({dep.relpath})")
+        elif recorded is None:
+            add("changed_file", f"file '{attr}' is a new dependency ({dep.relpath})")
+        elif sha256_file(path) != recorded.sha256:
+            add("changed_file", f"file '{attr}' content changed ({dep.relpath})")
+
+    for attr, dep in cls.model_deps.items():
+        recorded = manifest.model_deps.get(attr)
+        try:
+            fingerprint = model_state(dep.model_name, project.model(dep.model_name)).fingerprint
+        except ConfigError:
+            add("missing_model", f"model '{dep.model_name}' is no longer in shaping.toml")
+            continue
+        if recorded is None or recorded.fingerprint != fingerprint:
+            add("changed_model", f"model '{dep.model_name}' config changed")
+
+    for other in upstreams(entry, project, upstream):
+        if not upstream[other].is_current:
+            add("stale_upstream", f"depends on stale pipeline {other}")
+
+    if not paths.samples.exists():
+        add("missing_output", f"output missing ({project.relative(paths.samples)})")
+    elif sha256_file(paths.samples) != manifest.output.sha256:
+        add("edited_output", "output edited since the run")
+
+    samples = manifest.counts.samples
+    if reasons:
+        if manifest.limit is not None:
+            add("partial_run", f"partial run (--limit {manifest.limit})")
+        return Status(name, STALE, samples, reasons)
+    if manifest.limit is not None:
+        return Status(name, PARTIAL, samples, [Reason("partial_run", f"partial run (--limit {manifest.limit}); "
+                                                                    f"stale until a full run")])
+    return Status(name, CURRENT, samples)
+
+
+def project_status(project: Project, entries: dict[str, PipelineEntry]) -> dict[str, Status]:
+    """Every pipeline's status, computed upstream first; in dependency order."""
+    result: dict[str, Status] = {}
+    for name in dependency_order(project, entries):
+        result[name] = pipeline_status(entries[name], project, result)
+    return result
