@@ -105,6 +105,12 @@ def run_options(fn: Any) -> Any:
         click.option("--annotate/--no-annotate", default=None,
                      help="Write input data, steps and times with each sample "
                           "(default: the pipeline's `annotated`)."),
+        click.option("--k-shot-config-file", "kshot_file", type=click.Path(dir_okay=False, path_type=Path),
+                     help="K-shot examples to use instead of the pipeline's kshot_dep file (JSON or PROMPT:/RESPONSE: text)."),
+        click.option("--k-shot-config-name", "kshot_name", help="Which configuration of the k-shot file to use."),
+        click.option("--k-shot-count", "kshot_count", type=int, help="Use only the first N example pairs."),
+        click.option("--require-k-shot/--no-require-k-shot", "kshot_required", default=None,
+                     help="Fail when the k-shot file is missing / go without examples then."),
         click.option("--no-cache", "no_cache", is_flag=True,
                      help="Neither read nor write the request cache (training/.cache/)."),
         click.option("-q", "--quiet", is_flag=True, help="No progress display or summary."),
@@ -115,10 +121,16 @@ def run_options(fn: Any) -> Any:
 
 
 def run_and_report(pipeline_obj: Pipeline, limit: int | None, workers: int | None,
-                   output: Path | None, annotate: bool | None, no_cache: bool, quiet: bool) -> None:
+                   output: Path | None, annotate: bool | None, no_cache: bool, quiet: bool,
+                   kshot_file: Path | None = None, kshot_name: str | None = None,
+                   kshot_count: int | None = None, kshot_required: bool | None = None) -> None:
     for flag, value in (("--limit", limit), ("--workers", workers)):
         if value is not None and value < 1:
             raise ShapingError(f"{flag} must be at least 1, got {value}")
+    if (kshot_file, kshot_name, kshot_count, kshot_required) != (None, None, None, None):
+        pipeline_obj.configure_kshot(
+            file=pipeline_obj.project.relative(kshot_file.resolve()) if kshot_file else None,
+            name=kshot_name, count=kshot_count, required=kshot_required)
     stats = RunStats()
     with RunDisplay(err, stats, pipeline_obj.name) if not quiet else _nothing():
         result = run_pipeline(pipeline_obj, limit=limit, workers=workers, output=output,
@@ -158,7 +170,8 @@ def run_cmd(ctx: click.Context, names: tuple[str, ...], stale: bool, force: bool
         find_pipeline(project, name, entries)
     order = dependency_order(project, entries)
     wanted = [n for n in order if n in names] if names else order
-    explicit = force or options["limit"] is not None or options["output"] is not None
+    explicit = force or any(options[k] is not None for k in ("limit", "output", "kshot_file", "kshot_name",
+                                                             "kshot_count", "kshot_required"))
     done: dict[str, Status] = {}
     for name in order:
         status = pipeline_status(entries[name], project, done)

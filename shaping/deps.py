@@ -69,3 +69,85 @@ class ModelDep:
 
     def __repr__(self) -> str:
         return f"model_dep({self.model_name!r})"
+
+
+class KShotDep(FileDep):
+    """`Pipeline.kshot_dep("identity/k_shot_samples.json", config="short-moral", count=2)`.
+
+    A file dependency (staleness tracks it) whose examples a task puts before its prompt:
+    `self.kshot.conversation(prompt, system=...)` or `self.kshot.messages()`. With
+    `required=False` a missing file means no examples; any other problem is still an error.
+    """
+
+    def __init__(self, path: str, config: str | None = None, count: int | None = None,
+                 required: bool = True) -> None:
+        super().__init__(path)
+        if count is not None and (not isinstance(count, int) or count < 1):
+            raise TypeError(f"kshot_dep: count must be a positive integer, got {count!r}")
+        self.config = config
+        self.count = count
+        self.required = required
+
+    def __get__(self, instance: Any, owner: type) -> Any:
+        if instance is None:
+            return self
+        return instance._bound_kshot(self)
+
+    def __repr__(self) -> str:
+        return f"kshot_dep({self.relpath!r}, config={self.config!r}, count={self.count!r})"
+
+
+class BoundKShot(BoundFile):
+    """The k-shot examples one run uses: the dependency with any --k-shot-* flags applied."""
+
+    def __init__(self, dep: KShotDep, root: Path, relpath: str, config: str | None,
+                 count: int | None, required: bool) -> None:
+        super().__init__(dep, root)
+        self.relpath = relpath
+        self.path = (root / relpath).resolve()
+        self.config_name = config
+        self.count = count
+        self.required = required
+        self._loaded: Any = None
+        self._pairs: list[dict[str, str]] | None = None
+
+    def load(self) -> Any:
+        """Load and check the examples; None when the file is missing and not required."""
+        from shaping.kshot import KShotError, load
+
+        if self._pairs is None:
+            if not self.path.exists() and not self.required:
+                self._pairs = []
+                return None
+            source = load(self.path, shown=self.relpath)
+            config = source.get(self.config_name)
+            try:
+                self._pairs = config.pairs(self.count)
+            except KShotError as exc:
+                raise KShotError(f"{self.relpath}: {exc}") from None
+            self._loaded = config
+        return self._loaded
+
+    @property
+    def config(self) -> Any:
+        """The `KShotConfig` in use, or None when there are no examples."""
+        self.load()
+        return self._loaded
+
+    def messages(self) -> list[dict[str, str]]:
+        """The example turns, user/assistant alternating, ending on assistant."""
+        self.load()
+        return [dict(m) for m in self._pairs]
+
+    def conversation(self, prompt: str, system: str | None = None) -> list[dict[str, str]]:
+        """`[system] + examples + the user prompt`, ready for `model_request`."""
+        head = [{"role": "system", "content": system}] if system else []
+        return head + self.messages() + [{"role": "user", "content": prompt}]
+
+    @property
+    def info(self) -> dict[str, Any] | None:
+        """Which source, configuration and count were used (None: no examples)."""
+        config = self.config
+        if config is None:
+            return None
+        return {"source": self.relpath, "configuration": config.name, "count": len(self._pairs) // 2}

@@ -41,6 +41,17 @@ class ModelState(_Model):
     params: dict[str, Any]
 
 
+class KShotState(_Model):
+    """The k-shot selection a run used: as asked for (file, config, count, required) and what
+    that gave (`used`: source, configuration, count; None when there were no examples)."""
+
+    file: str
+    config: str | None
+    count: int | None
+    required: bool
+    used: dict[str, Any] | None
+
+
 class GitInfo(_Model):
     commit: str | None
     dirty: bool | None
@@ -73,6 +84,7 @@ class Manifest(_Model):
     git: GitInfo
     file_deps: dict[str, FileState]
     model_deps: dict[str, ModelState]
+    kshot: dict[str, KShotState] = Field(default_factory=dict)
     limit: int | None
     annotated: bool
     counts: Counts

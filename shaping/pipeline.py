@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from shaping.config import Project
-from shaping.deps import FileDep, ModelDep
+from shaping.deps import BoundKShot, FileDep, KShotDep, ModelDep
 from shaping.errors import PipelineDefinitionError, PipelineError, ShapingError
 from shaping.requests import ModelResponse, model_request
 from shaping.samples import AnnotatedTrainingSample, TrainingSample
@@ -57,6 +57,7 @@ class Pipeline:
 
     file_dep = staticmethod(FileDep)
     model_dep = staticmethod(ModelDep)
+    kshot_dep = staticmethod(KShotDep)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -88,6 +89,8 @@ class Pipeline:
         #: set by `execute()` / `--limit`: `run_task` takes at most this many records
         self.limit: int | None = None
         self._runtime: Any = None  # set for the length of a run by shaping.runner
+        self._kshot_overrides: dict[str, Any] = {}
+        self._kshot_bound: dict[str, BoundKShot] = {}
 
     @classmethod
     def source_file(cls) -> Path | None:
@@ -100,6 +103,37 @@ class Pipeline:
     def source_dir(cls) -> Path:
         source = cls.source_file()
         return source.parent if source else Path.cwd()
+
+    @classmethod
+    def kshot_deps(cls) -> dict[str, KShotDep]:
+        return {attr: dep for attr, dep in cls.file_deps.items() if isinstance(dep, KShotDep)}
+
+    def configure_kshot(self, file: str | None = None, name: str | None = None,
+                        count: int | None = None, required: bool | None = None) -> None:
+        """Override the k-shot dependency's file, configuration, count or `required`
+        (what the --k-shot-* flags do)."""
+        deps = self.kshot_deps()
+        if not deps:
+            raise ShapingError(f"pipeline '{self.name}' declares no kshot_dep; "
+                               f"the --k-shot-* flags apply only to pipelines that do")
+        if len(deps) > 1:
+            raise ShapingError(f"pipeline '{self.name}' declares several kshot_deps "
+                               f"({', '.join(deps)}); set them with configure_kshot in Python")
+        if count is not None and count < 1:
+            raise ShapingError(f"--k-shot-count must be at least 1, got {count}")
+        given = {"relpath": file, "config": name, "count": count, "required": required}
+        self._kshot_overrides = {k: v for k, v in given.items() if v is not None}
+        if file is not None:  # the declared configuration name belongs to the declared file
+            self._kshot_overrides["config"] = name
+        self._kshot_bound.clear()
+
+    def _bound_kshot(self, dep: KShotDep) -> BoundKShot:
+        bound = self._kshot_bound.get(dep.attr)
+        if bound is None:
+            settings = {"relpath": dep.relpath, "config": dep.config, "count": dep.count,
+                        "required": dep.required, **self._kshot_overrides}
+            bound = self._kshot_bound[dep.attr] = BoundKShot(dep, self.project.root, **settings)
+        return bound
 
     @classmethod
     def is_runnable(cls) -> bool:

@@ -18,11 +18,14 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from shaping import __version__
 from shaping.dispatch import Dispatcher, RunStats
 from shaping.dispatch.cache import RequestCache
+from shaping.deps import BoundKShot
 from shaping.dispatch.driver import describe, now
 from shaping.errors import DependencyError, ShapingError, TaskContractError
 from shaping.gitinfo import git_state
 from shaping.lock import RunLock
-from shaping.manifest import Counts, FileState, Manifest, Usage, file_state, git_info, model_state, source_hashes
+from shaping.manifest import (
+    Counts, FileState, KShotState, Manifest, Usage, file_state, git_info, model_state, source_hashes,
+)
 from shaping.output import AtomicWriter, OutputPaths, output_paths
 from shaping.pipeline import Pipeline
 from shaping.samples import AnnotatedTrainingSample, TrainingSample
@@ -49,9 +52,12 @@ class _Runtime:
 
 
 def check_file_deps(pipeline: Pipeline) -> dict[str, FileState]:
+    """Every file dependency's state; k-shot files are loaded and checked too."""
     states = {}
     for attr in pipeline.file_deps:
         bound = getattr(pipeline, attr)
+        if isinstance(bound, BoundKShot) and bound.load() is None:
+            continue  # not required, and not there
         if not bound.path.is_file():
             raise DependencyError(
                 f"pipeline '{pipeline.name}': file_dep {attr}: {bound.dep.relpath} not found "
@@ -106,9 +112,12 @@ def _run_locked(pipeline, paths, files, models, annotate, limit, workers, stats,
     git = git_state(project.root)
     stats = stats or RunStats()
     started_at, started = now(), time.monotonic()
+    kshots = {attr: getattr(pipeline, attr) for attr in pipeline.kshot_deps()}
+    used = {attr: bound.info for attr, bound in kshots.items()}
     dispatcher = Dispatcher(
         project, name, workers=workers or pipeline.workers, annotate=annotate,
         commit=git.commit, stats=stats, cache=cache,
+        metadata={"kshot": next(iter(used.values())) if len(used) == 1 else used} if used else None,
     )
     pipeline.limit = limit
     with start_blocking_portal() as portal:
@@ -143,6 +152,8 @@ def _run_locked(pipeline, paths, files, models, annotate, limit, workers, stats,
             git=git_info(git),
             file_deps=files,
             model_deps=models,
+            kshot={attr: KShotState(file=b.relpath, config=b.config_name, count=b.count, required=b.required,
+                                    used=b.info) for attr, b in kshots.items()},
             limit=limit,
             annotated=annotate,
             counts=Counts(records=stats.records_done, samples=len(samples), errors=dict(stats.errors)),

@@ -1,8 +1,9 @@
 """Is a pipeline's output up to date, and if not, why: each status comes with named reasons.
 
     CURRENT   the manifest matches the code, files and model configs it was made from
-    STALE     one reason per line: changed_code, changed_file, missing_file, changed_model,
-              missing_model, edited_output, missing_output, stale_upstream, bad_manifest
+    STALE     one reason per line: changed_code, changed_file, missing_file, changed_kshot,
+              changed_model, missing_model, edited_output, missing_output, stale_upstream,
+              bad_manifest
     PARTIAL   made with --limit and nothing else changed (stale until a full run)
     MISSING   never run (no manifest)
 
@@ -17,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from graphlib import CycleError, TopologicalSorter
 
 from shaping.config import Project
+from shaping.deps import KShotDep
 from shaping.discovery import PipelineEntry
 from shaping.errors import ConfigError, ShapingError
 from shaping.manifest import model_state, read_manifest, source_hashes
@@ -99,11 +101,20 @@ def pipeline_status(entry: PipelineEntry, project: Project, upstream: dict[str, 
         path = (project.root / dep.relpath).resolve()
         recorded = manifest.file_deps.get(attr)
         if not path.is_file():
+            if isinstance(dep, KShotDep) and not dep.required and recorded is None:
+                continue  # optional examples, absent then and now
             add("missing_file", f"file '{attr}' is missing ({dep.relpath})")
         elif recorded is None:
             add("changed_file", f"file '{attr}' is a new dependency ({dep.relpath})")
         elif sha256_file(path) != recorded.sha256:
             add("changed_file", f"file '{attr}' content changed ({dep.relpath})")
+
+    for attr, dep in cls.kshot_deps().items():
+        recorded = manifest.kshot.get(attr)
+        declared = (dep.relpath, dep.config, dep.count, dep.required)
+        if recorded is None or (recorded.file, recorded.config, recorded.count, recorded.required) != declared:
+            add("changed_kshot", f"k-shot '{attr}' selection differs from the kshot_dep "
+                                 f"(the run used --k-shot-* flags, or the declaration changed)")
 
     for attr, dep in cls.model_deps.items():
         recorded = manifest.model_deps.get(attr)

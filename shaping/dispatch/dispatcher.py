@@ -43,6 +43,7 @@ class Dispatcher:
         commit: str | None = None,
         stats: RunStats | None = None,
         cache: RequestCache | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         self.project = project
         self.pipeline_name = pipeline_name
@@ -51,6 +52,7 @@ class Dispatcher:
         self.commit = commit
         self.stats = stats or RunStats()
         self.cache = cache
+        self.metadata = metadata or {}  # added to every annotated sample's metadata
         self.errors: list[ErrorRecord] = []
         self._channels: dict[str, ModelChannel] = {}
         self._providers: list[Provider] = []
@@ -176,7 +178,7 @@ class Dispatcher:
         return AnnotatedTrainingSample(
             id=sample.id,
             messages=sample.messages,
-            metadata=sample.metadata,
+            metadata={**self.metadata, **sample.metadata} if self.metadata else sample.metadata,
             input_data=record,
             steps=outcome.steps,
             pipeline_commit=self.commit,
