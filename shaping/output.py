@@ -73,6 +73,10 @@ class AtomicWriter:
             f.flush()
             os.fsync(f.fileno())
 
+    def place(self, tmp: Path, path: Path) -> None:
+        """Rename a finished temporary file (a spool) to `path` at commit."""
+        self._pending.append((tmp, path))
+
     def _tmp(self, path: Path) -> Path:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         self._pending.append((tmp, path))

@@ -7,8 +7,10 @@ samples, errors and the manifest under temporary names and renames them into pla
 
 from __future__ import annotations
 
+import gc
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from shaping.manifest import (
 from shaping.output import AtomicWriter, OutputPaths, output_paths
 from shaping.pipeline import Pipeline
 from shaping.samples import AnnotatedTrainingSample, TrainingSample
+from shaping.spool import SampleSpool, remove_leftovers
 
 
 @dataclass
@@ -95,6 +98,7 @@ def run_pipeline(
     paths = output_paths(project.data_dir, name, output)
     project.cache_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(project.cache_dir / f"{name}.lock", name):
+        remove_leftovers(paths.samples.parent, name)
         cache = RequestCache(project.cache_dir) if use_cache else None
         try:
             result = _run_locked(pipeline, paths, files, models, annotate, limit, workers, stats, cache)
@@ -116,56 +120,88 @@ def _run_locked(pipeline, paths, files, models, annotate, limit, workers, stats,
     used = {attr: bound.info for attr, bound in kshots.items()}
     dispatcher = Dispatcher(
         project, name, workers=workers or pipeline.workers, annotate=annotate,
-        commit=git.commit, stats=stats, cache=cache,
+        commit=git.commit, stats=stats, cache=cache, spool_dir=paths.samples.parent,
         metadata={"kshot": next(iter(used.values())) if len(used) == 1 else used} if used else None,
     )
     pipeline.limit = limit
-    with start_blocking_portal() as portal:
-        with portal.wrap_async_context_manager(dispatcher.session()):
-            for dep in pipeline.model_deps.values():  # unknown provider or missing key: fail now
-                portal.call(dispatcher.channel, dep.model_name)
-            pipeline._runtime = _Runtime(portal, dispatcher)
-            try:
-                samples = pipeline.run()
-            finally:
-                pipeline._runtime = None
-    samples = _check_samples(pipeline, samples)
-
-    with AtomicWriter() as writer:
-        if annotate:
-            lines = (s.model_dump_json(fallback=str) for s in samples)
-        else:
-            lines = (s.model_dump_json(include={"id", "messages"}) for s in samples)
-        output_sha = writer.write_lines(paths.samples, lines)
-        errors_sha = writer.write_lines(
-            paths.errors, (e.model_dump_json(by_alias=True, fallback=str) for e in dispatcher.errors)
-        )
-        completed_at = now()
-        source = pipeline.source_file()
-        combined, sources = source_hashes(source, project.pipelines_dir, project.root) if source else (None, {})
-        manifest = Manifest(
-            pipeline=name,
-            pipeline_source=project.relative(source) if source else None,
-            pipeline_source_sha256=combined,
-            pipeline_sources=sources,
-            shaping_version=__version__,
-            git=git_info(git),
-            file_deps=files,
-            model_deps=models,
-            kshot={attr: KShotState(file=b.relpath, config=b.config_name, count=b.count, required=b.required,
-                                    used=b.info) for attr, b in kshots.items()},
-            limit=limit,
-            annotated=annotate,
-            counts=Counts(records=stats.records_done, samples=len(samples), errors=dict(stats.errors)),
-            usage={m: Usage(**vars(u)) for m, u in stats.models.items()},
-            started_at=started_at,
-            completed_at=completed_at,
-            duration_s=round(time.monotonic() - started, 3),
-            output=FileState(path=project.relative(paths.samples), sha256=output_sha),
-            errors_output=FileState(path=project.relative(paths.errors), sha256=errors_sha),
-        )
-        writer.write_text(paths.manifest, manifest.to_json())
+    try:
+        with quiet_collector(), start_blocking_portal(backend_options=event_loop_options()) as portal:
+            with portal.wrap_async_context_manager(dispatcher.session()):
+                for dep in pipeline.model_deps.values():  # unknown provider or missing key: fail now
+                    portal.call(dispatcher.channel, dep.model_name)
+                pipeline._runtime = _Runtime(portal, dispatcher)
+                try:
+                    samples = pipeline.run()
+                finally:
+                    pipeline._runtime = None
+        with AtomicWriter() as writer:
+            if isinstance(samples, SampleSpool) and samples in dispatcher.spools:
+                output_sha, count = samples.finish(), len(samples)  # what run_task wrote is the output
+                writer.place(samples.path, paths.samples)
+            else:
+                samples = _check_samples(pipeline, samples)
+                output_sha, count = writer.write_lines(paths.samples, _lines(samples, annotate)), len(samples)
+            errors_sha = dispatcher.errors.finish()
+            writer.place(dispatcher.errors.path, paths.errors)
+            completed_at = now()
+            source = pipeline.source_file()
+            combined, sources = source_hashes(source, project.pipelines_dir, project.root) if source else (None, {})
+            manifest = Manifest(
+                pipeline=name,
+                pipeline_source=project.relative(source) if source else None,
+                pipeline_source_sha256=combined,
+                pipeline_sources=sources,
+                shaping_version=__version__,
+                git=git_info(git),
+                file_deps=files,
+                model_deps=models,
+                kshot={attr: KShotState(file=b.relpath, config=b.config_name, count=b.count,
+                                        required=b.required, used=b.info) for attr, b in kshots.items()},
+                limit=limit,
+                annotated=annotate,
+                counts=Counts(records=stats.records_done, samples=count, errors=dict(stats.errors)),
+                usage={m: Usage(**vars(u)) for m, u in stats.models.items()},
+                started_at=started_at,
+                completed_at=completed_at,
+                duration_s=round(time.monotonic() - started, 3),
+                output=FileState(path=project.relative(paths.samples), sha256=output_sha),
+                errors_output=FileState(path=project.relative(paths.errors), sha256=errors_sha),
+            )
+            writer.write_text(paths.manifest, manifest.to_json())
+    finally:
+        dispatcher.discard_spools()  # those renamed into place are gone already
     return RunResult(pipeline=name, paths=paths, manifest=manifest, stats=stats)
+
+
+def _lines(samples: list[TrainingSample], annotate: bool) -> Iterable[str]:
+    for sample in samples:
+        if annotate:
+            yield sample.model_dump_json(fallback=str)
+        else:
+            yield sample.model_dump_json(include={"id", "messages"})
+
+
+def event_loop_options() -> dict[str, Any]:
+    """uvloop when it is installed (it is a dependency on Linux and macOS): the event loop and
+    its sockets cost about a third less CPU per request than asyncio's own (bench/RESULTS.md)."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
+
+
+@contextmanager
+def quiet_collector() -> Iterator[None]:
+    """Keep the garbage collector off what existed before the run (modules, classes, config):
+    a run allocates millions of short-lived objects, and each full collection would otherwise
+    walk everything alive, again and again (bench/RESULTS.md)."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _check_samples(pipeline: Pipeline, samples: Any) -> list[TrainingSample]:

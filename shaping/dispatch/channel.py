@@ -23,6 +23,10 @@ from shaping.providers.base import Provider
 from shaping.requests import LLMRequest, ModelResponse, ResponseError
 
 
+def _retryable(response: ModelResponse) -> bool:
+    return response.error is not None and response.error.retryable
+
+
 class _Pending:
     __slots__ = ("request", "response", "done")
 
@@ -37,7 +41,7 @@ class ModelChannel:
         self.name = name
         self.provider = provider
         self.stats = stats
-        self._slots = anyio.Semaphore(provider.concurrency)
+        self._slots = anyio.Semaphore(provider.concurrency, fast_acquire=True)
         self._batch_size = provider.batch_size
         self._task_group = task_group
         self._limits = RateLimits(provider.config)
@@ -79,31 +83,35 @@ class ModelChannel:
             pending.done.set()
 
     async def _call_with_retries(self, requests: list[LLMRequest]) -> list[ModelResponse]:
-        results: list[ModelResponse] = [None] * len(requests)  # type: ignore[list-item]
-        todo = list(range(len(requests)))
+        responses = await self._call(requests)
+        if any(_retryable(r) for r in responses):  # the common case pays nothing for retries
+            responses = await self._retry(requests, responses)
+        self._price(responses)
+        return responses
+
+    async def _retry(self, requests: list[LLMRequest], first: list[ModelResponse]) -> list[ModelResponse]:
+        """Try again the requests whose answer was a retryable failure, until they succeed or
+        `max_retries` is spent. tenacity's first attempt is the call already made, so its waits
+        and its stop count hold as configured."""
+        results = list(first)
+        todo = [i for i, r in enumerate(results) if _retryable(r)]
         attempts = 0
         try:
             async for attempt in retrying(self.provider.config):
                 with attempt:
                     attempts += 1
-                    responses = await self._call([requests[i] for i in todo])
-                    again, retry_after = [], None
-                    for i, response in zip(todo, responses):
-                        response.attempts = attempts
-                        results[i] = response
-                        error = response.error
-                        if error is not None and error.retryable:
-                            again.append(i)
-                            if error.retry_after is not None:
-                                retry_after = max(retry_after or 0.0, error.retry_after)
-                    todo = again
+                    if attempts > 1:
+                        for i, response in zip(todo, await self._call([requests[i] for i in todo])):
+                            response.attempts = attempts
+                            results[i] = response
+                        todo = [i for i in todo if _retryable(results[i])]
                     if todo:
-                        raise RetryableFailure(retry_after)
+                        waits = [results[i].error.retry_after for i in todo]
+                        raise RetryableFailure(max((w for w in waits if w is not None), default=None))
         except RetryableFailure:
             for i in todo:
                 error = results[i].error
                 error.message = f"{error.message} (gave up after {attempts} attempts)"
-        self._price(results)
         return results
 
     def _price(self, responses: list[ModelResponse]) -> None:

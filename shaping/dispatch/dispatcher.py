@@ -7,8 +7,10 @@ connections, concurrency limits and counters.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -22,6 +24,7 @@ from shaping.providers.base import Provider
 from shaping.providers.registry import create_provider
 from shaping.requests import LLMRequest, ModelRequest, ModelResponse, model_request
 from shaping.samples import AnnotatedTrainingSample, ErrorRecord, TrainingSample
+from shaping.spool import SampleSpool, Spool
 
 QUERY_RECORD_ID = "__run__"
 
@@ -44,6 +47,7 @@ class Dispatcher:
         stats: RunStats | None = None,
         cache: RequestCache | None = None,
         metadata: dict[str, Any] | None = None,
+        spool_dir: Path | None = None,
     ) -> None:
         self.project = project
         self.pipeline_name = pipeline_name
@@ -53,7 +57,10 @@ class Dispatcher:
         self.stats = stats or RunStats()
         self.cache = cache
         self.metadata = metadata or {}  # added to every annotated sample's metadata
-        self.errors: list[ErrorRecord] = []
+        #: where results are spooled: the output folder, so that a spool becomes the output by rename
+        self.spool_dir = spool_dir or Path(tempfile.gettempdir())
+        self.spools: list[Spool] = []
+        self._errors: Spool | None = None
         self._channels: dict[str, ModelChannel] = {}
         self._providers: list[Provider] = []
         self._channel_lock = anyio.Lock()
@@ -122,16 +129,41 @@ class Dispatcher:
         _, response = await self.answer(model_request(messages, model, **params), step, QUERY_RECORD_ID)
         return response
 
+    @property
+    def errors(self) -> Spool:
+        """Error records of every run_task so far, in input order."""
+        if self._errors is None:
+            self._errors = Spool(self.spool_dir, f"{self.pipeline_name}.errors")
+            self.spools.append(self._errors)
+        return self._errors
+
+    def discard_spools(self) -> None:
+        for spool in self.spools:
+            spool.discard()
+        self.spools.clear()
+
     async def run_task(
         self, task: Callable[[Any], Any], records: Iterable[Any], limit: int | None = None
-    ) -> list[TrainingSample]:
-        """Run `task` over `records`, at most `workers` at a time; samples in input order.
-        Failed records go to `self.errors`, also in input order."""
+    ) -> SampleSpool:
+        """Run `task` over `records`, at most `workers` at a time. Records are read as they are
+        needed and each result is written out as soon as those before it are done, so memory
+        holds only the records in flight. Samples come back in input order (read from disk);
+        failed records go to `self.errors`, also in input order."""
         if hasattr(records, "__len__"):
             total = len(records) if limit is None else min(limit, len(records))
             self.stats.records_total = (self.stats.records_total or 0) + total
-        done: dict[int, tuple[Any, Outcome]] = {}
-        free = anyio.Semaphore(self.workers)
+        samples = SampleSpool(self.spool_dir, self.pipeline_name, self.annotate)
+        self.spools.append(samples)
+        waiting: dict[int, tuple[Any, Outcome]] = {}
+        next_out = 0
+        free = anyio.Semaphore(self.workers, fast_acquire=True)
+
+        def finished(index: int, record: Any, outcome: Outcome) -> None:
+            nonlocal next_out
+            waiting[index] = (record, outcome)
+            while next_out in waiting:
+                self._write(samples, *waiting.pop(next_out))
+                next_out += 1
 
         async def one(index: int, record: Any) -> None:
             try:
@@ -141,7 +173,7 @@ class Dispatcher:
                     return self.answer(request, step, record_id)
 
                 outcome = await drive(task, record, record_id, answer)
-                done[index] = (record, outcome)
+                finished(index, record, outcome)
                 self.stats.records_done += 1
                 if outcome.error_type:
                     self.stats.errors[outcome.error_type] += 1
@@ -163,16 +195,18 @@ class Dispatcher:
                 raise fatal from None
             raise
 
-        samples: list[TrainingSample] = []
-        for index in sorted(done):
-            record, outcome = done.pop(index)
-            if outcome.error_type:
-                self.errors.append(self._error_record(record, outcome))
-            elif self.annotate:
-                samples.extend(self._annotated(s, record, outcome) for s in outcome.samples)
-            else:
-                samples.extend(outcome.samples)
+        samples.flush()
         return samples
+
+    def _write(self, samples: SampleSpool, record: Any, outcome: Outcome) -> None:
+        if outcome.error_type:
+            self.errors.write(self._error_record(record, outcome).model_dump_json(by_alias=True, fallback=str).encode())
+        elif self.annotate:
+            for sample in outcome.samples:
+                samples.write(self._annotated(sample, record, outcome).model_dump_json(fallback=str).encode())
+        else:
+            for sample in outcome.samples:
+                samples.write(sample.model_dump_json(include={"id", "messages"}).encode())
 
     def _annotated(self, sample: TrainingSample, record: Any, outcome: Outcome) -> AnnotatedTrainingSample:
         return AnnotatedTrainingSample(

@@ -66,8 +66,8 @@ class AnthropicProvider(HTTPProvider):
         usage = data.get("usage") or {}
         return ModelResponse(
             text=text,
-            model=data.get("model") or self.config.model,
+            model=str(data.get("model") or self.config.model),
             finish_reason=STOP_REASONS.get(data.get("stop_reason"), data.get("stop_reason")),
-            usage=Usage(prompt_tokens=usage.get("input_tokens") or 0,
-                        completion_tokens=usage.get("output_tokens") or 0),
+            usage=Usage(prompt_tokens=int(usage.get("input_tokens") or 0),
+                                        completion_tokens=int(usage.get("output_tokens") or 0)),
         )

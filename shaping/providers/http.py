@@ -1,20 +1,24 @@
 """What the HTTP providers share: a fast client, and turning HTTP outcomes into responses.
 
 httpx is the API; aiohttp carries the bytes (`httpx-aiohttp`), because httpx's own pool slows
-to a crawl with hundreds of connections in flight. Every failure becomes a `ModelResponse`
-whose error says whether a retry may help; the API key is scrubbed from every message.
+to a crawl with hundreds of connections in flight. Requests go straight to the transport
+(`handle_async_request`, httpx's transport interface): a provider POSTs one JSON body to one
+URL, so the client's cookie, redirect, auth and URL-merging layers were pure cost on the hot
+path (bench/RESULTS.md). Timeouts are the transport's: `timeout_s` for connecting and for each
+read. Every failure becomes a `ModelResponse` whose error says whether a retry may help; the
+API key is scrubbed from every message.
 """
 
 from __future__ import annotations
 
 import email.utils
-import json
 import time
 from abc import abstractmethod
 from typing import Any, ClassVar
 
 import anyio
 import httpx
+import orjson
 from httpx_aiohttp import AiohttpTransport
 
 from shaping.providers.base import Provider
@@ -81,7 +85,7 @@ class HTTPProvider(Provider):
     def __init__(self, name, config, api_key=None) -> None:
         super().__init__(name, config, api_key)
         self.base_url = (config.base_url or self.default_base_url).rstrip("/")
-        self._client: httpx.AsyncClient | None = None
+        self._transport: AiohttpTransport | None = None
 
     # -- what a concrete API defines ----------------------------------------------------------
 
@@ -101,17 +105,26 @@ class HTTPProvider(Provider):
 
     async def open(self) -> None:
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers={"content-type": "application/json", **self.headers()},
-            timeout=httpx.Timeout(self.config.timeout_s),
-            transport=AiohttpTransport(limits=limits),
-        )
+        self._transport = AiohttpTransport(limits=limits)
+        self._url = httpx.URL(self.base_url + self.path)
+        self._headers = httpx.Headers({"content-type": "application/json", **self.headers()})
+        timeout = self.config.timeout_s
+        self._extensions = {"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}}
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._transport is not None:
+            await self._transport.aclose()
+            self._transport = None
+
+    async def post(self, payload: bytes) -> httpx.Response:
+        request = httpx.Request("POST", self._url, headers=self._headers, content=payload,
+                                extensions=self._extensions)
+        response = await self._transport.handle_async_request(request)
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
 
     async def generate_batch(self, requests: list[LLMRequest]) -> list[ModelResponse]:
         if len(requests) == 1:
@@ -128,13 +141,9 @@ class HTTPProvider(Provider):
 
     async def send(self, request: LLMRequest) -> ModelResponse:
         model = self.config.model
-        timeout = self.config.timeout_s
-        payload = json.dumps(self.body(request), ensure_ascii=False).encode()
+        payload = orjson.dumps(self.body(request))
         try:
-            with anyio.fail_after(timeout):
-                response = await self._client.post(self.path, content=payload)
-        except TimeoutError:
-            return self.failure("timeout", f"no response within {timeout:g}s from {self.base_url}", retryable=True)
+            response = await self.post(payload)
         except httpx.TransportError as exc:
             # the aiohttp transport reports a dropped connection as a ConnectTimeout: look at the cause
             cause = exc.__cause__ or exc
@@ -146,7 +155,7 @@ class HTTPProvider(Provider):
         if response.status_code >= 400:
             return self.http_failure(response)
         try:
-            result = self.parse(response.json())
+            result = self.parse(orjson.loads(response.content))
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             snippet = response.text[:120].replace("\n", " ")
             return self.failure("bad_response", f"unparseable response body ({type(exc).__name__}): {snippet!r}",

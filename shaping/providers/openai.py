@@ -34,8 +34,8 @@ class OpenAIProvider(HTTPProvider):
         usage = data.get("usage") or {}
         return ModelResponse(
             text=text or "",
-            model=data.get("model") or self.config.model,
+            model=str(data.get("model") or self.config.model),
             finish_reason=choice.get("finish_reason"),
-            usage=Usage(prompt_tokens=usage.get("prompt_tokens") or 0,
-                        completion_tokens=usage.get("completion_tokens") or 0),
+            usage=Usage(prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                                        completion_tokens=int(usage.get("completion_tokens") or 0)),
         )

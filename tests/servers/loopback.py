@@ -210,7 +210,9 @@ class LoopbackServer:
         }
 
 
-if __name__ == "__main__":  # python -m tests.servers.loopback [openai|anthropic] [port] [latency_s]
+def main() -> None:
+    """`python -c "from tests.servers.loopback import main; main()" [openai|anthropic] [port] [latency_s]`:
+    serve until interrupted, printing the base URL first."""
     import sys
 
     server = LoopbackServer(sys.argv[1] if len(sys.argv) > 1 else "openai")
@@ -222,3 +224,7 @@ if __name__ == "__main__":  # python -m tests.servers.loopback [openai|anthropic
         threading.Event().wait()
     except KeyboardInterrupt:
         server.stop()
+
+
+if __name__ == "__main__":
+    main()

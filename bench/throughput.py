@@ -1,0 +1,213 @@
+"""Throughput and memory of the dispatcher, side by side with a raw aiohttp loop, in one run.
+
+    python bench/throughput.py                 # N = 2,000 and 20,000; writes bench/RESULTS.md
+    python bench/throughput.py --sizes 2000    # a quicker look
+    make bench
+
+A loopback OpenAI-compatible server (tests/servers) answers every request after 50 ms, in its
+own process; each contender runs in a fresh process of its own, so CPU time and peak RSS are
+its alone. Contenders:
+
+  raw          a plain aiohttp loop, a semaphore of 256
+  one-step     an isf pipeline, one `yield` per record, openai provider, max_concurrency 256
+  three-step   two sequential yields and a `yield [a, b]`: 4 requests per record
+  three+ann    the same with annotated output and the request cache on
+  memory       100,000 records, one step, on the mock provider (no latency): peak RSS
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+LATENCY_S = 0.05
+CONCURRENCY = 256
+
+
+def usage() -> tuple[float, float]:
+    """(CPU seconds of this process so far, peak RSS in MB)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime, r.ru_maxrss / 1024
+
+
+# -- contenders, each run in its own process ----------------------------------------------------
+
+async def raw(url: str, n: int) -> None:
+    import aiohttp
+
+    semaphore = asyncio.Semaphore(CONCURRENCY)
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async def one(i: int) -> None:
+            body = {"model": "bench", "messages": [{"role": "user", "content": f"record {i}"}]}
+            async with semaphore:
+                async with session.post(f"{url}/chat/completions", json=body) as response:
+                    data = await response.json()
+                    assert data["choices"][0]["message"]["content"]
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+
+
+def pipelines():
+    from shaping.pipeline import Pipeline, TrainingSample, model_request
+
+    class OneStep(Pipeline):
+        name = "one-step"
+        annotated = False
+        workers = 1024
+        m = Pipeline.model_dep("bench")
+
+        def __init__(self, project, n):
+            super().__init__(project)
+            self.n = n
+
+        def run(self):
+            return self.run_task(self.task, records=({"id": str(i)} for i in range(self.n)))
+
+        def task(self, record):
+            answer = yield model_request([{"role": "user", "content": f"record {record['id']}"}], model=self.m)
+            return TrainingSample(id=record["id"], messages=[
+                {"role": "user", "content": f"record {record['id']}"},
+                {"role": "assistant", "content": answer.get_text()}])
+
+    class ThreeStep(OneStep):
+        name = "three-step"
+
+        def task(self, record):
+            q = yield model_request(f"question for {record['id']}", model=self.m)
+            a = yield model_request(q.get_text(), model=self.m)
+            c1, c2 = yield [model_request(f"check a {a.get_text()}", model=self.m),
+                            model_request(f"check b {a.get_text()}", model=self.m)]
+            return TrainingSample(id=record["id"], messages=[
+                {"role": "user", "content": q.get_text()},
+                {"role": "assistant", "content": a.get_text() + c1.get_text()[:10] + c2.get_text()[:10]}])
+
+    return OneStep, ThreeStep
+
+
+def isf(kind: str, url: str, n: int, folder: Path) -> dict:
+    from shaping import run_pipeline
+    from shaping.config import Project
+
+    provider = 'provider = "mock"' if kind == "memory" else f'provider = "openai"\nbase_url = "{url}"'
+    (folder / "shaping.toml").write_text(f'[models.bench]\n{provider}\nmodel = "bench"\nmax_concurrency = {CONCURRENCY}\n')
+    one, three = pipelines()
+    cls = three if kind.startswith("three") else one
+    pipeline = cls(Project.load(folder), n)
+    result = run_pipeline(pipeline, annotate=kind == "three+ann", use_cache=kind == "three+ann")
+    assert result.manifest.counts.samples == n, result.manifest.counts
+    return {"requests": result.stats.requests}
+
+
+def contender(kind: str, url: str, n: int) -> None:
+    """Entry point of a contender's process: prints one JSON line of figures."""
+    import aiohttp  # noqa: F401 - imports are not what is measured
+    import shaping.runner  # noqa: F401
+    import shaping.providers.openai  # noqa: F401
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cpu0, _ = usage()
+        started = time.perf_counter()
+        if kind == "raw":
+            asyncio.run(raw(url, n))
+            extra = {"requests": n}
+        else:
+            extra = isf(kind, url, n, Path(tmp))
+        elapsed = time.perf_counter() - started
+        cpu1, rss = usage()
+    print(json.dumps({"kind": kind, "n": n, "elapsed_s": elapsed, "cpu_s": cpu1 - cpu0, "rss_mb": rss, **extra}))
+
+
+# -- the driver ------------------------------------------------------------------------------------
+
+def proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_one(kind: str, url: str, n: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--contender", kind, "--url", url, "--n", str(n)],
+                         capture_output=True, text=True, cwd=REPO)
+    if out.returncode != 0:
+        raise SystemExit(f"{kind} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="2000,20000")
+    parser.add_argument("--memory-records", type=int, default=100_000)
+    parser.add_argument("--contender")
+    parser.add_argument("--url")
+    parser.add_argument("--n", type=int)
+    parser.add_argument("--no-write", action="store_true", help="do not write bench/RESULTS.md")
+    args = parser.parse_args()
+    if args.contender:
+        return contender(args.contender, args.url, args.n)
+
+    server = subprocess.Popen([sys.executable, "-c", "from tests.servers.loopback import main; main()",
+                               "openai", "0", str(LATENCY_S)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    url = server.stdout.readline().strip()
+    rows = []
+    try:
+        for n in [int(s) for s in args.sizes.split(",")]:
+            baseline = None
+            for kind in ("raw", "one-step", "three-step", "three+ann"):
+                server_cpu = proc_cpu(server.pid)
+                figures = run_one(kind, url, n)
+                figures["server_cpu_s"] = proc_cpu(server.pid) - server_cpu
+                figures["req_per_s"] = figures["requests"] / figures["elapsed_s"]
+                baseline = baseline or figures["req_per_s"]
+                figures["ratio"] = figures["req_per_s"] / baseline
+                rows.append(figures)
+                print(row_text(figures), flush=True)
+    finally:
+        server.terminate()
+        server.wait()
+    if args.memory_records:
+        figures = run_one("memory", "", args.memory_records)
+        figures["req_per_s"] = figures["requests"] / figures["elapsed_s"]
+        figures["ratio"] = None
+        figures["server_cpu_s"] = None
+        rows.append(figures)
+        print(row_text(figures), flush=True)
+    if not args.no_write:
+        write_results(rows)
+
+
+HEADER = ("| contender | records | records/s | requests/s | × raw | CPU µs/request | peak RSS MB | server CPU s |\n"
+          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+
+
+def row_text(f: dict) -> str:
+    ratio = f"{f['ratio']:.2f}" if f.get("ratio") is not None else "-"
+    server = f"{f['server_cpu_s']:.1f}" if f.get("server_cpu_s") is not None else "-"
+    return (f"| {f['kind']} | {f['n']:,} | {f['n'] / f['elapsed_s']:,.0f} | {f['req_per_s']:,.0f} | {ratio} | "
+            f"{f['cpu_s'] / f['requests'] * 1e6:,.0f} | {f['rss_mb']:,.0f} | {server} |")
+
+
+def write_results(rows: list[dict]) -> None:
+    machine = f"{platform.machine()}, {os.cpu_count()} CPU(s), Python {platform.python_version()}"
+    text = (f"# Benchmark results\n\n{date.today().isoformat()} on {machine}.\n"
+            f"Server: loopback OpenAI-compatible (tests/servers), {LATENCY_S * 1000:.0f} ms per request, own process.\n"
+            f"Produced by `make bench` (bench/throughput.py).\n\n{HEADER}\n"
+            + "\n".join(row_text(r) for r in rows) + "\n")
+    (REPO / "bench" / "RESULTS.md").write_text(text)
+    print(f"\nwrote {REPO / 'bench' / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main()
