@@ -214,8 +214,16 @@ def wait_for(server, count, process, timeout=30):
 
 
 def cached_prompts(root):
-    db = sqlite3.connect(root / "training" / ".cache" / "requests.sqlite")
-    return {json.loads(r)["messages"][-1]["content"] for (r,) in db.execute("SELECT request FROM answers")}
+    path = root / "training" / ".cache" / "requests.sqlite"
+    if not path.exists():
+        return set()
+    db = sqlite3.connect(path)
+    try:
+        return {json.loads(r)["messages"][-1]["content"] for (r,) in db.execute("SELECT request FROM answers")}
+    except sqlite3.OperationalError:  # the run has not created the table yet
+        return set()
+    finally:
+        db.close()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
@@ -231,6 +239,10 @@ def test_interrupted_run_resumes_without_repeating_answered_requests(tmp_path, s
     make(root, server, topics, workers=4)
     process = start_run(root)
     wait_for(server, 40, process)
+    deadline = time.monotonic() + 10
+    while len(cached_prompts(root)) < 10:  # answers are committed in batches, a few times a second
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.02)
     process.send_signal(sig)
     _, stderr = process.communicate(timeout=30)
     if sig == signal.SIGINT:
@@ -239,7 +251,7 @@ def test_interrupted_run_resumes_without_repeating_answered_requests(tmp_path, s
     assert not [p for p in (root / "training/data").glob("*") if not p.name.startswith(".")]  # no real names
 
     answered = cached_prompts(root)
-    assert 30 <= len(answered) < 120
+    assert 10 <= len(answered) < 120
     first_run = prompts(server)
     server.reset()
     server.latency_s = 0

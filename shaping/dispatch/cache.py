@@ -2,24 +2,29 @@
 
 The key is a hash of the model's fingerprint, the messages, the params as sent, the record id
 and the step index: re-running a record replays its answers in order, a changed prompt misses
-for that record only, and changed params miss for that model only. Answers are committed as
-they arrive (WAL mode), so a run killed at any moment keeps everything answered before it.
-Only successful responses are stored; failures are tried again next time.
+for that record only, and changed params miss for that model only. Answers are committed in
+small batches (WAL mode; at most `FLUSH_EVERY` answers or a quarter of a second after they
+arrive), so a run killed at any moment keeps all but its last moment of answers, and pays a
+transaction per batch rather than per answer. Only successful responses are stored; failures
+are tried again next time.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
 from shaping.requests import LLMMessage, ModelResponse
 
 SCHEMA_VERSION = 1
 FILE_NAME = "requests.sqlite"
+FLUSH_EVERY = 256
+FLUSH_INTERVAL_S = 0.25
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -38,11 +43,11 @@ CREATE INDEX IF NOT EXISTS answers_pipeline ON answers (pipeline);
 
 
 def request_key(fingerprint: str, messages: list[LLMMessage], params: dict, record_id: str, step: int) -> str:
-    payload = json.dumps(
+    payload = orjson.dumps(
         [fingerprint, [[m.role, m.content] for m in messages], params, record_id, step],
-        sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str,
+        option=orjson.OPT_SORT_KEYS, default=str,
     )
-    return hashlib.sha256(payload.encode()).hexdigest()
+    return hashlib.sha256(payload).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class RequestCache:
         self.moved_aside: Path | None = None
         folder.mkdir(parents=True, exist_ok=True)
         self._db = self._open()
+        self._pending: dict[str, tuple] = {}  # answered, not yet committed
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -100,28 +106,43 @@ class RequestCache:
         return self._open()
 
     def get(self, key: str) -> ModelResponse | None:
-        row = self._db.execute("SELECT response FROM answers WHERE key = ?", (key,)).fetchone()
-        if row is None:
-            return None
-        response = ModelResponse.model_validate_json(row[0])
+        pending = self._pending.get(key)
+        if pending is not None:
+            stored = pending[6]
+        else:
+            row = self._db.execute("SELECT response FROM answers WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return None
+            stored = row[0]
+        response = ModelResponse.model_validate_json(stored)
         response.cached = True
         return response
 
     def put(self, key: str, pipeline: str, model: str, record_id: str, step: int,
             messages: list[LLMMessage], params: dict, response: ModelResponse) -> None:
-        request = json.dumps({"messages": [m.model_dump() for m in messages], "params": params},
-                             ensure_ascii=False, default=str)
-        self._db.execute(
-            "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (key, pipeline, model, record_id, step, request, response.model_dump_json(), time.time()),
-        )
+        request = orjson.dumps({"messages": [m.model_dump() for m in messages], "params": params},
+                               default=str).decode()
+        self._pending[key] = (key, pipeline, model, record_id, step, request, response.model_dump_json(), time.time())
+        if len(self._pending) >= FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit what was answered since the last flush, in one transaction."""
+        if not self._pending:
+            return
+        rows, self._pending = list(self._pending.values()), {}
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def stats(self) -> CacheStats:
+        self.flush()
         rows = self._db.execute("SELECT pipeline, COUNT(*) FROM answers GROUP BY pipeline ORDER BY pipeline")
         size = sum(Path(f"{self.path}{s}").stat().st_size for s in ("", "-wal") if Path(f"{self.path}{s}").exists())
         return CacheStats(self.path, size, dict(rows.fetchall()))
 
     def clear(self, pipeline: str | None = None) -> int:
+        self.flush()
         if pipeline is None:
             deleted = self._db.execute("DELETE FROM answers").rowcount
         else:
@@ -130,4 +151,5 @@ class RequestCache:
         return deleted
 
     def close(self) -> None:
+        self.flush()
         self._db.close()

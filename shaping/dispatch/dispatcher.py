@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 
 from shaping.config import Project
-from shaping.dispatch.cache import RequestCache, request_key
+from shaping.dispatch.cache import FLUSH_INTERVAL_S, RequestCache, request_key
 from shaping.dispatch.channel import ModelChannel
 from shaping.dispatch.driver import Outcome, drive, find_fatal
 from shaping.dispatch.stats import RunStats
@@ -72,6 +72,8 @@ class Dispatcher:
         try:
             async with anyio.create_task_group() as tg:
                 self._task_group = tg
+                if self.cache is not None:
+                    tg.start_soon(self._flush_cache, name="cache-flush")
                 try:
                     yield self
                 finally:
@@ -83,6 +85,11 @@ class Dispatcher:
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
             raise
+
+    async def _flush_cache(self) -> None:
+        while True:
+            await anyio.sleep(FLUSH_INTERVAL_S)
+            self.cache.flush()
 
     async def channel(self, model: str) -> ModelChannel:
         channel = self._channels.get(model)
@@ -102,7 +109,7 @@ class Dispatcher:
     ) -> tuple[dict[str, Any], ModelResponse]:
         """Send one request with the model's default params under its own; returns the params
         as sent and the response."""
-        channel = await self.channel(request.model)
+        channel = self._channels.get(request.model) or await self.channel(request.model)
         defaults = channel.provider.config.params
         params = {**defaults, **request.params} if request.params else dict(defaults)
         key = None
