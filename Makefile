@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 ISF    := $(VENV)/bin/isf
 
-.PHONY: demo test install install-dev clean
+.PHONY: demo test bench install install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ demo: install
 
 test: install-dev
 	$(PY) -m pytest -q
+
+bench: install-dev
+	$(PY) bench/throughput.py
 
 clean:
 	rm -rf $(VENV) training/data/*.jsonl training/data/*.json training/.cache

@@ -32,10 +32,15 @@ class Outcome:
     started_at: datetime
     completed_at: datetime | None = None
     samples: list[TrainingSample] = field(default_factory=list)
-    steps: list[Step] = field(default_factory=list)
+    #: (index, request, params as sent, response) per step; made into `Step`s only when written
+    raw_steps: list[tuple] = field(default_factory=list)
     error_type: str | None = None
     message: str | None = None
     traceback: str | None = None
+
+    @property
+    def steps(self) -> list[Step]:
+        return [_step(*raw) for raw in self.raw_steps]
 
 
 def now() -> datetime:
@@ -72,7 +77,7 @@ async def drive(task: Callable[[Any], Any], record: Any, record_id: str, answer:
     try:
         result = task(record)
         if inspect.isgenerator(result):
-            result = await _run_generator(result, task, record_id, answer, outcome.steps)
+            result = await _run_generator(result, task, record_id, answer, outcome.raw_steps)
         outcome.samples = _as_samples(result, task, record_id)
         if not outcome.samples:
             outcome.error_type = "no_sample"
@@ -94,7 +99,7 @@ async def drive(task: Callable[[Any], Any], record: Any, record_id: str, answer:
     return outcome
 
 
-async def _run_generator(gen, task, record_id: str, answer: Answer, steps: list[Step]) -> Any:
+async def _run_generator(gen, task, record_id: str, answer: Answer, steps: list[tuple]) -> Any:
     value: Any = None
     try:
         while True:
@@ -115,13 +120,13 @@ async def _run_generator(gen, task, record_id: str, answer: Answer, steps: list[
         gen.close()
 
 
-async def _answer_one(request: ModelRequest, index: int, answer: Answer, steps: list[Step]) -> ModelResponse:
+async def _answer_one(request: ModelRequest, index: int, answer: Answer, steps: list[tuple]) -> ModelResponse:
     params, response = await answer(request, index)
-    steps.append(_step(index, request, params, response))
+    steps.append((index, request, params, response))
     return response
 
 
-async def _answer_many(requests: list[ModelRequest], answer: Answer, steps: list[Step]) -> list[ModelResponse]:
+async def _answer_many(requests: list[ModelRequest], answer: Answer, steps: list[tuple]) -> list[ModelResponse]:
     first = len(steps)
     answers: list[Any] = [None] * len(requests)
 
@@ -132,7 +137,7 @@ async def _answer_many(requests: list[ModelRequest], answer: Answer, steps: list
         for i in range(len(requests)):
             tg.start_soon(one, i)
     for i, (request, (params, response)) in enumerate(zip(requests, answers)):
-        steps.append(_step(first + i, request, params, response))
+        steps.append((first + i, request, params, response))
     return [response for _, response in answers]
 
 
