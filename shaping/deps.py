@@ -7,7 +7,8 @@ from typing import Any
 
 
 class FileDep:
-    """`Pipeline.file_dep("identity/NARRATIVE.md")`: a file under the project root.
+    """`Pipeline.file_dep("identity/NARRATIVE.md")`: a file (or a folder: every file in it
+    counts) under the project root.
 
     On an instance it gives a `BoundFile` with `.path` (absolute) and `.read()`.
     """

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shaping.config import ModelConfig
 from shaping.gitinfo import GitState
-from shaping.output import sha256_file
+from shaping.output import sha256_path
 from shaping.providers.registry import resolve_base_url, resolve_provider_name
 
 SCHEMA_VERSION = 1
@@ -111,11 +111,12 @@ def model_state(name: str, config: ModelConfig) -> ModelState:
 
 
 def file_state(path: Path, root: Path) -> FileState:
+    """A file's (or a folder's) path relative to the project and its sha256."""
     try:
         shown = str(path.relative_to(root))
     except ValueError:
         shown = str(path)
-    return FileState(path=shown, sha256=sha256_file(path))
+    return FileState(path=shown, sha256=sha256_path(path))
 
 
 def local_imports(source: Path, pipelines_dir: Path) -> list[Path]:

@@ -102,6 +102,16 @@ class AtomicWriter:
             self.discard()
 
 
+def sha256_path(path: Path) -> str:
+    """A file's sha256; for a folder, one hash over every file in it (names and contents)."""
+    if not path.is_dir():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(f"{file.relative_to(path).as_posix()}\0{sha256_file(file)}\n".encode())
+    return digest.hexdigest()
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

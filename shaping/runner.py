@@ -61,7 +61,7 @@ def check_file_deps(pipeline: Pipeline) -> dict[str, FileState]:
         bound = getattr(pipeline, attr)
         if isinstance(bound, BoundKShot) and bound.load() is None:
             continue  # not required, and not there
-        if not bound.path.is_file():
+        if not bound.path.exists():
             raise DependencyError(
                 f"pipeline '{pipeline.name}': file_dep {attr}: {bound.dep.relpath} not found "
                 f"(looked for {bound.path})"

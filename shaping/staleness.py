@@ -22,7 +22,7 @@ from shaping.deps import KShotDep
 from shaping.discovery import PipelineEntry
 from shaping.errors import ConfigError, ShapingError
 from shaping.manifest import model_state, read_manifest, source_hashes
-from shaping.output import OutputPaths, sha256_file
+from shaping.output import OutputPaths, sha256_file, sha256_path
 
 CURRENT, STALE, PARTIAL, MISSING = "CURRENT", "STALE", "PARTIAL", "MISSING"
 
@@ -100,13 +100,13 @@ def pipeline_status(entry: PipelineEntry, project: Project, upstream: dict[str, 
     for attr, dep in cls.file_deps.items():
         path = (project.root / dep.relpath).resolve()
         recorded = manifest.file_deps.get(attr)
-        if not path.is_file():
+        if not path.exists():
             if isinstance(dep, KShotDep) and not dep.required and recorded is None:
                 continue  # optional examples, absent then and now
             add("missing_file", f"file '{attr}' is missing ({dep.relpath})")
         elif recorded is None:
             add("changed_file", f"file '{attr}' is a new dependency ({dep.relpath})")
-        elif sha256_file(path) != recorded.sha256:
+        elif sha256_path(path) != recorded.sha256:
             add("changed_file", f"file '{attr}' content changed ({dep.relpath})")
 
     for attr, dep in cls.kshot_deps().items():

@@ -2,7 +2,9 @@
 
 Its answer depends on the whole conversation (a digest of every turn, the count of example
 turns before the last user turn), so a test can prove that system and k-shot turns arrived.
-The same conversation always gets the same answer.
+The same conversation always gets the same answer. Asked for structured output
+(`response_format={"type": "json_schema", ...}`) it answers with JSON valid for that schema
+(`mock_json`); asked for `{"type": "json_object"}` it answers `{"answer": "..."}`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from shaping.providers.base import Provider
+from shaping.providers.mock_json import schema_instance
 from shaping.requests import LLMRequest, ModelResponse, ResponseError, Usage
 
 
@@ -70,8 +73,13 @@ class MockProvider(Provider):
                 usage=Usage(prompt_tokens=prompt_tokens),
             )
         text = mock_reply(model, request)
-        max_tokens = request.params.get("max_tokens")
         finish = "stop"
+        max_tokens = request.params.get("max_tokens")
+        response_format = request.params.get("response_format")
+        if isinstance(response_format, dict) and response_format.get("type") in ("json_schema", "json_object"):
+            schema = (response_format.get("json_schema") or {}).get("schema")
+            data = schema_instance(schema, conversation_digest(request), last_user) if schema else {"answer": text}
+            text, max_tokens = json.dumps(data, ensure_ascii=False), None
         if isinstance(max_tokens, int) and max_tokens > 0:
             words = text.split(" ")
             if len(words) > max_tokens:

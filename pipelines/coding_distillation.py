@@ -1,0 +1,51 @@
+"""coding-distillation: a teacher model answers a weighted mix of coding prompts.
+
+The prompts come from pipelines/prompts/coding.toml: templates over 9 categories and 7
+languages, mixed with a curated collection (preview the mix: `isf prompts preview
+pipelines/prompts/coding.toml`). Each answer becomes a user/assistant training conversation;
+the teacher's system prompt shapes the answers but is not part of the sample.
+
+Run it:   isf pipeline run coding-distillation --limit 20
+"""
+
+from shaping.pipeline import Pipeline, PipelineError, TrainingSample, model_request
+from shaping.prompts import PromptGenerator
+
+TEACHER_SYSTEM = """You are an expert programming teacher. For every question:
+- answer in clear markdown, with short sections;
+- give complete, working code, never fragments with "..." in place of logic;
+- reason step by step before the final solution, and say why it is correct;
+- cover edge cases and errors the code must handle;
+- tag every code block with its language (```python, ```typescript, ...)."""
+
+
+class CodingDistillation(Pipeline):
+    name = "coding-distillation"
+    prompts = Pipeline.file_dep("pipelines/prompts")  # the generator file, templates and curated prompts
+    teacher = Pipeline.model_dep("teacher")
+    count = 200  # prompts drawn per run
+    seed = 7
+    existing_weight = 0.5  # share of curated prompts
+
+    def run(self):
+        generator = PromptGenerator.from_file(self.prompts.path / "coding.toml")
+        records = generator.sample(self.count, existing_weight=self.existing_weight, seed=self.seed)
+        return self.run_task(self.distill, records=[r.model_dump() for r in records])
+
+    def distill(self, record):
+        answer = yield model_request(
+            [{"role": "system", "content": TEACHER_SYSTEM}, {"role": "user", "content": record["prompt"]}],
+            model=self.teacher,
+        )
+        if answer.finish_reason == "length":
+            raise PipelineError("the answer was cut off at max_tokens", error_type="truncated")
+        return TrainingSample(
+            id=record["id"],
+            messages=[{"role": "user", "content": record["prompt"]},
+                      {"role": "assistant", "content": answer.get_text()}],
+            metadata={k: record[k] for k in ("category", "language", "source")},
+        )
+
+
+if __name__ == "__main__":
+    CodingDistillation().execute()
