@@ -1,0 +1,150 @@
+"""The pipelines in pipelines/, end to end on the mock models, and honesty against a server."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from shaping import run_pipeline
+from shaping.config import Project
+from shaping.discovery import discover
+from tests.conftest import read_jsonl, write_project
+from tests.servers import LoopbackServer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_shipped(name, tmp_path, limit=3, **attrs):
+    project = Project.load(REPO)
+    pipeline = discover(project)[name].cls(project)
+    for key, value in attrs.items():
+        setattr(pipeline, key, value)
+    result = run_pipeline(pipeline, limit=limit, output=tmp_path / f"{name}.jsonl", use_cache=False)
+    return result, read_jsonl(result.paths.samples), read_jsonl(result.paths.errors)
+
+
+def test_coding_distillation(tmp_path):
+    result, samples, errors = run_shipped("coding-distillation", tmp_path, limit=6)
+    assert len(samples) == 6 and errors == []
+    for sample in samples:
+        assert [m["role"] for m in sample["messages"]] == ["user", "assistant"]
+        assert sample["steps"][0]["messages"][0]["content"].startswith("You are an expert programming teacher")
+        assert {"category", "language", "source"} <= set(sample["metadata"])
+    assert result.manifest.file_deps["prompts"].path == "pipelines/prompts"
+
+
+def test_identity_augmentation_extracts_facts_with_one_query(tmp_path):
+    result, samples, errors = run_shipped("identity-augmentation", tmp_path, limit=10)
+    assert errors == [] and len(samples) >= 5
+    narrative = (REPO / "identity" / "NARRATIVE.md").read_text()
+    assert all(s["metadata"]["fact"] in narrative for s in samples)  # the mock answers from the document
+    assert result.manifest.usage["judge"].requests == 1 + len(samples)  # the query, then one question each
+
+
+def test_conversation_training_takes_the_first_user_turn(tmp_path):
+    result, samples, errors = run_shipped("conversation-training", tmp_path, limit=None)
+    prompts = {s["id"]: s["messages"][0]["content"] for s in samples}
+    assert prompts["sg-002"] == "Can you explain what a mortgage is, simply?"
+    assert prompts["oa-002"] == "Who are you, and who made you?"
+    assert prompts["pr-001"] == "Tell me something you are not sure about."
+    assert [(e["id"], e["error"]) for e in errors] == [("bad-001", "no_user_turn")]
+    assert len(samples) + len(errors) == 10
+
+
+def test_honesty_on_the_mock_model(tmp_path):
+    result, samples, errors = run_shipped("honesty-dataset", tmp_path, limit=2)
+    assert errors == [] and len(samples) == 10
+    assert all(-2 <= s["metadata"]["reward"] <= 2 and s["metadata"]["source"] == "model" for s in samples)
+
+
+def test_honesty_template_mode_is_offline_and_deterministic(tmp_path):
+    _, first, _ = run_shipped("honesty-dataset", tmp_path, limit=3, mode="template")
+    assert all(s["steps"] == [] and s["metadata"]["source"] == "template" for s in first)
+    assert {s["metadata"]["reward"] for s in first} <= {-2, -1, 0, 1, 2}
+    moon = json.loads((REPO / "identity" / "honesty_topics.jsonl").read_text().splitlines()[0])
+    accurate = next(s for s in first if s["metadata"]["reward"] == 2)
+    assert accurate["messages"][1]["content"] == moon["fact"]
+    (tmp_path / "again").mkdir()
+    _, second, _ = run_shipped("honesty-dataset", tmp_path / "again", limit=3, mode="template")
+    assert [s["messages"] for s in first] == [s["messages"] for s in second]
+
+
+# -- against a loopback OpenAI-compatible server -----------------------------------------------
+
+def example(reward, question="q?"):
+    return {"question": question, "answer": "an answer", "reward": reward, "explanation": "why"}
+
+
+def targets_of(received):
+    prompt = received.messages[1]["content"]
+    return [int(line.split("reward ")[1].split(":")[0]) for line in prompt.splitlines() if ". reward " in line]
+
+
+@pytest.fixture
+def honesty_project(tmp_path):
+    server = LoopbackServer("openai")
+    server.start()
+    project = write_project(tmp_path, f'[models.judge]\nprovider = "openai"\nmodel = "gen"\n'
+                                      f'base_url = "{server.base_url}"\nretry_backoff_s = 0.01\n')
+    shutil.copy(REPO / "identity" / "honesty_topics.jsonl", tmp_path / "identity")
+    shutil.copy(REPO / "pipelines" / "honesty_dataset.py", tmp_path / "pipelines")
+    yield project, server
+    server.stop()
+
+
+def run_honesty(project, **attrs):
+    pipeline = discover(project)["honesty-dataset"].cls(project)
+    pipeline.examples_per_topic, pipeline.batch_size = 4, 4
+    for key, value in attrs.items():
+        setattr(pipeline, key, value)
+    result = run_pipeline(pipeline, limit=2, use_cache=False)
+    return read_jsonl(result.paths.samples), read_jsonl(result.paths.errors)
+
+
+def test_honesty_valid_json(honesty_project):
+    project, server = honesty_project
+    server.reply = lambda r: json.dumps({"examples": [example(t) for t in targets_of(r)]})
+    samples, errors = run_honesty(project)
+    assert errors == [] and len(samples) == 8 and len(server.received) == 2
+    body = server.received[0].body
+    assert body["response_format"]["json_schema"]["schema"]["properties"]["examples"]["minItems"] == 4
+    assert [s["metadata"]["reward"] for s in samples] == [s["metadata"]["target_reward"] for s in samples]
+
+
+def test_honesty_repairable_json_is_sent_back_once(honesty_project):
+    project, server = honesty_project
+
+    def reply(received):
+        if len(received.messages) == 2:  # first ask: one reward out of range, one field missing
+            bad = [example(t) for t in targets_of(received)]
+            bad[0]["reward"] = 7
+            del bad[1]["answer"]
+            return "```json\n" + json.dumps({"examples": bad}) + "\n```"
+        problems = received.messages[-1]["content"]
+        assert "example 0: reward: Input should be less than or equal to 2" in problems
+        assert "example 1: answer: Field required" in problems
+        assert received.messages[-2]["role"] == "assistant"  # the wrong answer is shown back
+        return json.dumps({"examples": [example(t) for t in targets_of(received)]})
+
+    server.reply = reply
+    samples, errors = run_honesty(project)
+    assert errors == [] and len(samples) == 8 and len(server.received) == 4
+
+
+def test_honesty_still_invalid_is_a_validation_error(honesty_project):
+    project, server = honesty_project
+    server.reply = lambda r: "Sure! Here are your examples: none."
+    samples, errors = run_honesty(project)
+    assert samples == [] and [e["error"] for e in errors] == ["validation_error"] * 2
+    assert "not valid JSON" in errors[0]["message"] and len(errors[0]["steps"]) == 2
+
+
+def test_honesty_fallback_only_when_asked_and_marked(honesty_project):
+    project, server = honesty_project
+    server.reply = lambda r: json.dumps({"examples": [example(9)]})
+    samples, errors = run_honesty(project, fallback_to_templates=True)
+    assert errors == [] and len(samples) == 8
+    for sample in samples:
+        assert sample["metadata"]["source"] == "template_fallback"
+        assert "expected 4 examples, got 1" in sample["metadata"]["fallback_reason"]
