@@ -35,13 +35,16 @@ class LLMRequest(BaseModel):
 
 
 class ModelRequest(BaseModel):
-    """What a task yields: which model (by its name in shaping.toml) and what to send."""
+    """What a task yields: which model (by its name in shaping.toml) and what to send; with a
+    `response_model`, the JSON shape the answer must have (see `shaping.structured`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str
     messages: list[LLMMessage]
     params: dict[str, Any] = Field(default_factory=dict)
+    response_model: Any = Field(default=None, exclude=True)
+    max_repairs: int = Field(default=2, ge=0)
 
 
 class Usage(BaseModel):
@@ -79,6 +82,8 @@ class ModelResponse(BaseModel):
     attempts: int = 1
     cached: bool = False
     cost_usd: float | None = None
+    #: with `response_model`: the validated object (or decoded JSON for a schema dict)
+    parsed: Any = Field(default=None, exclude=True)
 
     @property
     def is_success(self) -> bool:
@@ -94,6 +99,11 @@ class ModelResponse(BaseModel):
                 error_type=self.error.type,
             )
         return self.text or ""
+
+    def get_parsed(self) -> Any:
+        """The structured answer (`response_model` requests); raises like `get_text` on failure."""
+        self.get_text()
+        return self.parsed
 
     @classmethod
     def failure(cls, type: str, message: str, *, model: str = "", **fields: Any) -> "ModelResponse":
@@ -144,16 +154,25 @@ def model_request(
     model: Any,
     temperature: float | None = None,
     max_tokens: int | None = None,
+    response_model: Any = None,
+    max_repairs: int = 2,
     **params: Any,
 ) -> ModelRequest:
     """Build one request for a task to `yield`.
 
     `messages` is a list of `{"role", "content"}` (or `LLMMessage`), or a string for a single
     user turn. Params left as None fall back to the model's defaults in shaping.toml.
+    `response_model` (a pydantic model class or a JSON schema dict) asks for JSON of that shape,
+    checked and sent back for repair up to `max_repairs` times; the answer's `.parsed` holds it.
     """
+    if response_model is not None:
+        from shaping.structured import schema_of
+
+        schema_of(response_model)  # a bad response_model fails here, in the task that made it
     if temperature is not None:
         params["temperature"] = temperature
     if max_tokens is not None:
         params["max_tokens"] = max_tokens
     params = {k: v for k, v in params.items() if v is not None}
-    return ModelRequest(model=model_name_of(model), messages=_as_messages(messages), params=params)
+    return ModelRequest(model=model_name_of(model), messages=_as_messages(messages), params=params,
+                        response_model=response_model, max_repairs=max_repairs)

@@ -41,6 +41,8 @@ class Step(BaseModel):
     attempts: int
     cached: bool
     cost_usd: float | None = None
+    #: 0 for a request as the task made it; 1, 2... for structured-output repairs of it
+    repair: int = 0
 
 
 class AnnotatedTrainingSample(TrainingSample):

@@ -22,7 +22,7 @@ class Recorder:
     async def __call__(self, request, step):
         self.seen.append((step, request.messages[-1].content))
         await anyio.sleep(0)
-        return request.params, ModelResponse(text=f"answer {step}: {request.messages[-1].content}", model="m")
+        return [(request, request.params, ModelResponse(text=f"answer {step}: {request.messages[-1].content}", model="m"), 0)]
 
 
 def run(task, record=None):
@@ -134,7 +134,7 @@ def test_other_exception_is_unexpected_error_with_traceback():
 
 def test_failed_response_get_text_becomes_its_error_type():
     async def failing(request, step):
-        return request.params, ModelResponse.failure("rate_limited", "429 Too Many Requests", model="m")
+        return [(request, request.params, ModelResponse.failure("rate_limited", "429 Too Many Requests", model="m"), 0)]
 
     def task(record):
         response = yield req("one")

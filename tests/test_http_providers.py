@@ -58,7 +58,7 @@ def send(project, *requests):
         dispatcher = Dispatcher(project, "test", workers=64, annotate=True)
         async with dispatcher.session():
             async def one(i):
-                out[i] = (await dispatcher.answer(requests[i], i, f"r{i}"))[1]
+                out[i] = (await dispatcher.send(requests[i], i, f"r{i}"))[1]
             async with anyio.create_task_group() as tg:
                 for i in range(len(requests)):
                     tg.start_soon(one, i)

@@ -45,7 +45,7 @@ def answer_all(project, requests, sequential=False):
         dispatcher = Dispatcher(project, "test", workers=64, annotate=True)
         async with dispatcher.session():
             async def one(i):
-                out[i] = (await dispatcher.answer(requests[i], i, str(i)))[1]
+                out[i] = (await dispatcher.send(requests[i], i, str(i)))[1]
             if sequential:
                 for i in range(len(requests)):
                     await one(i)

@@ -22,7 +22,8 @@ from shaping.dispatch.driver import Outcome, drive, find_fatal
 from shaping.dispatch.stats import RunStats
 from shaping.providers.base import Provider
 from shaping.providers.registry import create_provider
-from shaping.requests import LLMRequest, ModelRequest, ModelResponse, model_request
+from shaping import structured
+from shaping.requests import LLMMessage, LLMRequest, ModelRequest, ModelResponse, ResponseError, model_request
 from shaping.samples import AnnotatedTrainingSample, ErrorRecord, TrainingSample
 from shaping.spool import SampleSpool, Spool
 
@@ -104,11 +105,42 @@ class Dispatcher:
                     self._channels[model] = channel
         return channel
 
-    async def answer(
-        self, request: ModelRequest, step: int, record_id: str
-    ) -> tuple[dict[str, Any], ModelResponse]:
-        """Send one request with the model's default params under its own; returns the params
-        as sent and the response."""
+    async def answer(self, request: ModelRequest, step: int, record_id: str) -> list[tuple]:
+        """Every attempt made to answer `request`: (request sent, params sent, response, repair
+        round). One attempt, unless the request asks for structured output that needs repairs."""
+        if request.response_model is None:
+            return [(request, *await self.send(request, step, record_id), 0)]
+        channel = self._channels.get(request.model) or await self.channel(request.model)
+        if channel.provider.supports_response_format:
+            current = request.model_copy(update={"params": {
+                **request.params, "response_format": structured.response_format(request.response_model)}})
+        else:
+            last = request.messages[-1]
+            hint = LLMMessage(role=last.role, content=last.content + structured.instruction(request.response_model))
+            current = request.model_copy(update={"messages": [*request.messages[:-1], hint]})
+        attempts = []
+        for repair in range(request.max_repairs + 1):
+            params, response = await self.send(current, step, record_id)
+            attempts.append((current, params, response, repair))
+            if not response.is_success:
+                break
+            parsed, problem = structured.parse(request.response_model, response.text or "")
+            if problem is None:
+                response.parsed = parsed
+                break
+            if repair == request.max_repairs:
+                response.error = ResponseError(
+                    type="validation_error",
+                    message=f"no valid JSON after {repair + 1} attempt(s) ({request.max_repairs} repairs): {problem}")
+                break
+            current = current.model_copy(update={"messages": [
+                *current.messages, LLMMessage(role="assistant", content=response.text or ""),
+                LLMMessage(role="user", content=structured.repair_prompt(problem))]})
+        return attempts
+
+    async def send(self, request: ModelRequest, step: int, record_id: str) -> tuple[dict[str, Any], ModelResponse]:
+        """Send one request with the model's default params under its own (or answer it from the
+        cache); returns the params as sent and the response."""
         channel = self._channels.get(request.model) or await self.channel(request.model)
         defaults = channel.provider.config.params
         params = {**defaults, **request.params} if request.params else dict(defaults)
@@ -133,8 +165,8 @@ class Dispatcher:
     async def query(self, model: Any, messages: Any, **params: Any) -> ModelResponse:
         step = self._query_steps
         self._query_steps += 1
-        _, response = await self.answer(model_request(messages, model, **params), step, QUERY_RECORD_ID)
-        return response
+        attempts = await self.answer(model_request(messages, model, **params), step, QUERY_RECORD_ID)
+        return attempts[-1][2]
 
     @property
     def errors(self) -> Spool:

@@ -20,8 +20,9 @@ from shaping.errors import PipelineError, ShapingError, TaskContractError
 from shaping.requests import ModelRequest, ModelResponse
 from shaping.samples import Step, TrainingSample
 
-#: answers one request for a record: (request, step index) -> (params as sent, response)
-Answer = Callable[[ModelRequest, int], Awaitable[tuple[dict[str, Any], ModelResponse]]]
+#: answers one request for a record: (request, step index) -> every attempt made for it, as
+#: (request as sent, params as sent, response, repair round); the last one's response is the answer
+Answer = Callable[[ModelRequest, int], Awaitable[list[tuple[ModelRequest, dict[str, Any], ModelResponse, int]]]]
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Outcome:
     started_at: datetime
     completed_at: datetime | None = None
     samples: list[TrainingSample] = field(default_factory=list)
-    #: (index, request, params as sent, response) per step; made into `Step`s only when written
+    #: (index, request, params as sent, response, repair) per step; made into `Step`s when written
     raw_steps: list[tuple] = field(default_factory=list)
     error_type: str | None = None
     message: str | None = None
@@ -121,9 +122,9 @@ async def _run_generator(gen, task, record_id: str, answer: Answer, steps: list[
 
 
 async def _answer_one(request: ModelRequest, index: int, answer: Answer, steps: list[tuple]) -> ModelResponse:
-    params, response = await answer(request, index)
-    steps.append((index, request, params, response))
-    return response
+    attempts = await answer(request, index)
+    steps.extend((index, *attempt) for attempt in attempts)
+    return attempts[-1][2]
 
 
 async def _answer_many(requests: list[ModelRequest], answer: Answer, steps: list[tuple]) -> list[ModelResponse]:
@@ -136,12 +137,12 @@ async def _answer_many(requests: list[ModelRequest], answer: Answer, steps: list
     async with anyio.create_task_group() as tg:
         for i in range(len(requests)):
             tg.start_soon(one, i)
-    for i, (request, (params, response)) in enumerate(zip(requests, answers)):
-        steps.append((first + i, request, params, response))
-    return [response for _, response in answers]
+    for i, attempts in enumerate(answers):
+        steps.extend((first + i, *attempt) for attempt in attempts)
+    return [attempts[-1][2] for attempts in answers]
 
 
-def _step(index: int, request: ModelRequest, params: dict[str, Any], response: ModelResponse) -> Step:
+def _step(index: int, request: ModelRequest, params: dict[str, Any], response: ModelResponse, repair: int = 0) -> Step:
     return Step(
         index=index,
         model=request.model,
@@ -155,6 +156,7 @@ def _step(index: int, request: ModelRequest, params: dict[str, Any], response: M
         attempts=response.attempts,
         cached=response.cached,
         cost_usd=response.cost_usd,
+        repair=repair,
     )
 
 

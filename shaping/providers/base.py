@@ -30,6 +30,9 @@ class Provider(ABC):
     default_concurrency: ClassVar[int] = 64
     #: whether the model must name an `api_key_env`
     needs_key: ClassVar[bool] = False
+    #: whether `response_format` (OpenAI's json_schema form) is honoured; without it,
+    #: structured output puts the schema in the prompt
+    supports_response_format: ClassVar[bool] = False
     #: the provider-specific `[models.NAME.options]` table
     Options: ClassVar[type[BaseModel]] = NoOptions
 

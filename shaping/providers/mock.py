@@ -54,6 +54,7 @@ def mock_reply(model: str, request: LLMRequest) -> str:
 class MockProvider(Provider):
     default_batch_size = 64
     default_concurrency = 4
+    supports_response_format = True
     Options = MockOptions
 
     async def generate_batch(self, requests: list[LLMRequest]) -> list[ModelResponse]:

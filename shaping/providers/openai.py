@@ -15,6 +15,7 @@ from shaping.requests import LLMRequest, ModelResponse, Usage
 class OpenAIProvider(HTTPProvider):
     default_base_url = "https://api.openai.com/v1"
     path = "/chat/completions"
+    supports_response_format = True
 
     def headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self._api_key}"} if self._api_key else {}
