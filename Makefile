@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 ISF    := $(VENV)/bin/isf
 
-.PHONY: demo test bench install install-dev clean
+.PHONY: demo test bench install install-dev chromium clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,15 @@ demo: install
 	@echo "Output: training/data/identity-qa.jsonl (errors and manifest beside it)"
 	@head -c 600 training/data/identity-qa.jsonl; echo " ..."
 
-test: install-dev
+test: install-dev chromium
 	$(PY) -m pytest -q
+
+# the HTML report is tested in a real headless browser: Debian's chromium, when missing
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  (echo "installing chromium (Debian package) for the report test" && apt-get update -qq && \
+	   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  echo "chromium could not be installed: the browser test will be skipped"
 
 bench: install-dev
 	$(PY) bench/throughput.py
