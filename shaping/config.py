@@ -36,10 +36,17 @@ class ModelConfig(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class FeedbackConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = "training/.feedback.sqlite"
+
+
 class ProjectConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     models: dict[str, ModelConfig] = Field(default_factory=dict)
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
 
 
 class Project:
@@ -56,6 +63,10 @@ class Project:
     @property
     def data_dir(self) -> Path:
         return self.root / "training" / "data"
+
+    @property
+    def feedback_path(self) -> Path:
+        return self.root / self.config.feedback.path
 
     @property
     def cache_dir(self) -> Path:

@@ -152,3 +152,44 @@ class BoundKShot(BoundFile):
         if config is None:
             return None
         return {"source": self.relpath, "configuration": config.name, "count": len(self._pairs) // 2}
+
+
+class FeedbackDep:
+    """`Pipeline.feedback(examples=3)`: learn from earlier runs (see `shaping.feedback`).
+
+    Each run records its samples and failures in the project's feedback store; in a task,
+    `self.feedback.conversation(prompt, system=...)` puts the most similar successful examples
+    before the prompt as user/assistant turns.
+    """
+
+    def __init__(self, examples: int = 3) -> None:
+        if not isinstance(examples, int) or examples < 0:
+            raise TypeError(f"feedback: examples must be a non-negative integer, got {examples!r}")
+        self.examples = examples
+        self.attr = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attr = name
+
+    def __get__(self, instance: Any, owner: type) -> Any:
+        if instance is None:
+            return self
+        return BoundFeedback(self, instance.feedback_store(), instance.name)
+
+
+class BoundFeedback:
+    def __init__(self, dep: FeedbackDep, store: Any, pipeline: str) -> None:
+        self.dep, self.store, self.pipeline = dep, store, pipeline
+
+    def similar(self, prompt: str, k: int | None = None) -> list[Any]:
+        return self.store.similar(self.pipeline, prompt, self.dep.examples if k is None else k)
+
+    def messages(self, prompt: str, k: int | None = None) -> list[dict[str, str]]:
+        turns: list[dict[str, str]] = []
+        for example in reversed(self.similar(prompt, k)):  # the most similar nearest the prompt
+            turns += [{"role": "user", "content": example.prompt}, {"role": "assistant", "content": example.output}]
+        return turns
+
+    def conversation(self, prompt: str, system: str | None = None, k: int | None = None) -> list[dict[str, str]]:
+        head = [{"role": "system", "content": system}] if system else []
+        return head + self.messages(prompt, k) + [{"role": "user", "content": prompt}]

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from shaping.config import Project
-from shaping.deps import BoundKShot, FileDep, KShotDep, ModelDep
+from shaping.deps import BoundKShot, FeedbackDep, FileDep, KShotDep, ModelDep
 from shaping.errors import PipelineDefinitionError, PipelineError, ShapingError
 from shaping.requests import ModelResponse, model_request
 from shaping.samples import AnnotatedTrainingSample, TrainingSample
@@ -58,6 +58,7 @@ class Pipeline:
     file_dep = staticmethod(FileDep)
     model_dep = staticmethod(ModelDep)
     kshot_dep = staticmethod(KShotDep)
+    feedback = staticmethod(FeedbackDep)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -91,6 +92,7 @@ class Pipeline:
         self._runtime: Any = None  # set for the length of a run by shaping.runner
         self._kshot_overrides: dict[str, Any] = {}
         self._kshot_bound: dict[str, BoundKShot] = {}
+        self._feedback_store: Any = None
 
     @classmethod
     def source_file(cls) -> Path | None:
@@ -103,6 +105,18 @@ class Pipeline:
     def source_dir(cls) -> Path:
         source = cls.source_file()
         return source.parent if source else Path.cwd()
+
+    @classmethod
+    def uses_feedback(cls) -> bool:
+        return any(isinstance(v, FeedbackDep) for klass in cls.__mro__ for v in vars(klass).values())
+
+    def feedback_store(self) -> Any:
+        """The project's feedback store, opened on first use."""
+        if self._feedback_store is None:
+            from shaping.feedback import FeedbackStore
+
+            self._feedback_store = FeedbackStore(self.project.feedback_path)
+        return self._feedback_store
 
     @classmethod
     def kshot_deps(cls) -> dict[str, KShotDep]:

@@ -168,8 +168,13 @@ def _run_locked(pipeline, paths, files, models, annotate, limit, workers, stats,
                 errors_output=FileState(path=project.relative(paths.errors), sha256=errors_sha),
             )
             writer.write_text(paths.manifest, manifest.to_json())
+        if pipeline.uses_feedback():  # what this run made becomes examples for the next
+            pipeline.feedback_store().record_run(name, paths.samples, paths.errors)
     finally:
         dispatcher.discard_spools()  # those renamed into place are gone already
+        if pipeline._feedback_store is not None:
+            pipeline._feedback_store.close()
+            pipeline._feedback_store = None
     return RunResult(pipeline=name, paths=paths, manifest=manifest, stats=stats)
 
 
