@@ -6,7 +6,23 @@ from pathlib import Path
 from typing import Any
 
 
-class FileDep:
+class Dependency:
+    """What a Pipeline declares as a class attribute; it knows its attribute's name, and on an
+    instance gives what a task works with (`bind`)."""
+
+    attr = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attr = name
+
+    def __get__(self, instance: Any, owner: type) -> Any:
+        return self if instance is None else self.bind(instance)
+
+    def bind(self, instance: Any) -> Any:
+        return self
+
+
+class FileDep(Dependency):
     """`Pipeline.file_dep("identity/NARRATIVE.md")`: a file (or a folder: every file in it
     counts) under the project root.
 
@@ -17,14 +33,8 @@ class FileDep:
         if not isinstance(path, (str, Path)) or not str(path):
             raise TypeError(f"file_dep: expected a path relative to the project root, got {path!r}")
         self.relpath = str(path)
-        self.attr = ""
 
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.attr = name
-
-    def __get__(self, instance: Any, owner: type) -> Any:
-        if instance is None:
-            return self
+    def bind(self, instance: Any) -> "BoundFile":
         return BoundFile(self, instance.project.root)
 
     def __repr__(self) -> str:
@@ -53,7 +63,7 @@ class BoundFile:
         return f"<file {self.dep.relpath}>"
 
 
-class ModelDep:
+class ModelDep(Dependency):
     """`Pipeline.model_dep("judge")`: a model named in shaping.toml.
 
     Pass it as `model=` to `model_request` or `query`.
@@ -63,10 +73,6 @@ class ModelDep:
         if not isinstance(model_name, str) or not model_name:
             raise TypeError(f"model_dep: expected a model name from shaping.toml, got {model_name!r}")
         self.model_name = model_name
-        self.attr = ""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.attr = name
 
     def __repr__(self) -> str:
         return f"model_dep({self.model_name!r})"
@@ -89,9 +95,7 @@ class KShotDep(FileDep):
         self.count = count
         self.required = required
 
-    def __get__(self, instance: Any, owner: type) -> Any:
-        if instance is None:
-            return self
+    def bind(self, instance: Any) -> "BoundKShot":
         return instance._bound_kshot(self)
 
     def __repr__(self) -> str:
@@ -154,7 +158,7 @@ class BoundKShot(BoundFile):
         return {"source": self.relpath, "configuration": config.name, "count": len(self._pairs) // 2}
 
 
-class FeedbackDep:
+class FeedbackDep(Dependency):
     """`Pipeline.feedback(examples=3)`: learn from earlier runs (see `shaping.feedback`).
 
     Each run records its samples and failures in the project's feedback store; in a task,
@@ -166,14 +170,8 @@ class FeedbackDep:
         if not isinstance(examples, int) or examples < 0:
             raise TypeError(f"feedback: examples must be a non-negative integer, got {examples!r}")
         self.examples = examples
-        self.attr = ""
 
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.attr = name
-
-    def __get__(self, instance: Any, owner: type) -> Any:
-        if instance is None:
-            return self
+    def bind(self, instance: Any) -> "BoundFeedback":
         return BoundFeedback(self, instance.feedback_store(), instance.name)
 
 
