@@ -101,7 +101,8 @@ def run_pipeline(
         remove_leftovers(paths.samples.parent, name)
         cache = RequestCache(project.cache_dir) if use_cache else None
         try:
-            result = _run_locked(pipeline, paths, files, models, annotate, limit, workers, stats, cache)
+            result = _run_locked(pipeline, paths=paths, files=files, models=models, annotate=annotate,
+                                 limit=limit, workers=workers, stats=stats, cache=cache)
             if cache is not None and cache.moved_aside is not None:
                 result.warnings.append(f"the request cache was from another version of shaping; "
                                        f"it was kept as {cache.moved_aside} and a new one started")
@@ -111,7 +112,7 @@ def run_pipeline(
                 cache.close()
 
 
-def _run_locked(pipeline, paths, files, models, annotate, limit, workers, stats, cache) -> RunResult:
+def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, stats, cache) -> RunResult:
     name, project = pipeline.name, pipeline.project
     git = git_state(project.root)
     stats = stats or RunStats()
