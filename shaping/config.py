@@ -21,6 +21,8 @@ class ModelConfig(BaseModel):
     provider: str | None = None
     model: str
     base_url: str | None = None
+    #: several endpoints serving the same model (HTTP providers): spread by least outstanding
+    base_urls: list[str] | None = Field(default=None, min_length=1)
     api_key_env: str | None = None
     max_concurrency: PositiveInt | None = None
     batch_size: PositiveInt | None = None

@@ -103,7 +103,7 @@ def model_state(name: str, config: ModelConfig) -> ModelState:
     identity = {
         "provider": resolve_provider_name(name, config),
         "model": config.model,
-        "base_url": resolve_base_url(config),
+        "base_url": resolve_base_url(config) if not config.base_urls else ",".join(sorted(config.base_urls)),
         "params": config.params,
     }
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)

@@ -236,3 +236,27 @@ def test_pipeline_run_never_writes_the_key(tmp_path, server):
         if path.is_file():
             content = path.read_bytes()
             assert KEY.encode() not in content and KEY[:8].encode() not in content, path
+
+
+def test_two_endpoints_share_the_traffic(tmp_path, monkeypatch):
+    monkeypatch.setenv("SHAPING_TEST_KEY", KEY)
+    with LoopbackServer("openai", api_key=KEY, latency_s=0.02) as a, LoopbackServer("openai", api_key=KEY, latency_s=0.02) as b:
+        project = write_project(tmp_path, model_toml("m", a).replace(
+            f'base_url = "{a.base_url}"', f'base_urls = ["{a.base_url}", "{b.base_url}"]'))
+        responses = send(project, *[model_request(f"q{i}", model="m") for i in range(40)])
+        assert all(r.is_success for r in responses)
+        assert len(a.received) + len(b.received) == 40
+        assert 10 <= len(a.received) <= 30  # least outstanding spreads them
+
+
+def test_an_endpoint_that_keeps_failing_is_drained(tmp_path, monkeypatch):
+    monkeypatch.setenv("SHAPING_TEST_KEY", KEY)
+    with LoopbackServer("openai", api_key=KEY) as good, LoopbackServer("openai", api_key=KEY) as bad:
+        bad.fail_when(lambda r: True, Fault(status=500))
+        project = write_project(tmp_path, model_toml("m", good, max_concurrency=4).replace(
+            f'base_url = "{good.base_url}"', f'base_urls = ["{bad.base_url}", "{good.base_url}"]')
+            + "[models.m.options]\neject_after = 2\neject_s = 60\n")
+        responses = send(project, *[model_request(f"q{i}", model="m") for i in range(40)])
+        assert all(r.is_success for r in responses)  # failures were retried on the healthy endpoint
+        assert len(good.received) >= 40
+        assert len(bad.received) <= 6  # taken out after 2 failures in a row (a few were already in flight)

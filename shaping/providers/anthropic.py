@@ -10,18 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from shaping.providers.http import HTTPProvider
+from shaping.providers.http import HTTPOptions, HTTPProvider
 from shaping.requests import LLMRequest, ModelResponse, Usage
 
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls"}
 UNSUPPORTED = {"seed", "response_format", "n", "presence_penalty", "frequency_penalty"}
 
 
-class AnthropicOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AnthropicOptions(HTTPOptions):
     max_tokens: int = Field(default=1024, gt=0, description="when neither request nor params give one")
     anthropic_version: str = "2023-06-01"
 

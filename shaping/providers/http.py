@@ -24,7 +24,10 @@ import anyio
 import orjson
 from yarl import URL
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from shaping.providers.base import Provider
+from shaping.providers.endpoints import Endpoints
 from shaping.requests import LLMRequest, ModelResponse, ResponseError
 
 #: HTTP status -> (error type, retryable)
@@ -83,6 +86,13 @@ def proxy_for(url: URL) -> str | None:
     return urllib.request.getproxies().get(url.scheme)
 
 
+class HTTPOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    eject_after: int = Field(default=3, ge=1, description="with base_urls: consecutive failures before an endpoint is left out")
+    eject_s: float = Field(default=30.0, gt=0, description="how long it is left out (doubling while it keeps failing)")
+
+
 class HTTPProvider(Provider):
     """A provider that POSTs one JSON body per request; subclasses say what goes in and out."""
 
@@ -91,10 +101,14 @@ class HTTPProvider(Provider):
     needs_key = False
     default_base_url: ClassVar[str]
     path: ClassVar[str]
+    Options = HTTPOptions
 
     def __init__(self, name, config, api_key=None) -> None:
         super().__init__(name, config, api_key)
-        self.base_url = (config.base_url or self.default_base_url).rstrip("/")
+        bases = config.base_urls or [config.base_url or self.default_base_url]
+        self.base_urls = [b.rstrip("/") for b in bases]
+        self.base_url = self.base_urls[0]
+        self.endpoints = Endpoints(self.base_urls, self.path, self.options.eject_after, self.options.eject_s)
         self._session: aiohttp.ClientSession | None = None
 
     # -- what a concrete API defines ----------------------------------------------------------
@@ -115,12 +129,11 @@ class HTTPProvider(Provider):
 
     async def open(self) -> None:
         timeout = self.config.timeout_s
-        self._url = URL(self.base_url + self.path)
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.concurrency, ttl_dns_cache=300),
             headers={"content-type": "application/json", **self.headers()},
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
-            proxy=proxy_for(self._url),  # looked up once: aiohttp's trust_env does it per request
+            proxy=proxy_for(self.endpoints.all[0].url),  # looked up once, not per request as trust_env would
         )
 
     async def aclose(self) -> None:
@@ -142,19 +155,26 @@ class HTTPProvider(Provider):
         return responses
 
     async def send(self, request: LLMRequest) -> ModelResponse:
+        endpoint = self.endpoints.pick()
+        response = await self._send_to(endpoint.url, endpoint.base_url, request)
+        error = response.error
+        self.endpoints.done(endpoint, failed=error is not None and error.retryable)
+        return response
+
+    async def _send_to(self, url: URL, base_url: str, request: LLMRequest) -> ModelResponse:
         try:
-            async with self._session.post(self._url, data=orjson.dumps(self.body(request))) as response:
+            async with self._session.post(url, data=orjson.dumps(self.body(request))) as response:
                 status, body = response.status, await response.read()
                 headers, reason = response.headers, response.reason
         except TimeoutError as exc:  # aiohttp's connect and read timeouts are TimeoutErrors
-            return self.failure("timeout", f"timed out talking to {self.base_url} "
+            return self.failure("timeout", f"timed out talking to {base_url} "
                                            f"({type(exc).__name__}, timeout_s={self.config.timeout_s:g})",
                                 retryable=True)
         except aiohttp.ClientError as exc:  # refused, reset, dropped mid-response
             return self.failure("connection_error", f"{type(exc).__name__}: {exc or 'connection lost'}",
                                 retryable=True)
         if status >= 400:
-            return self.http_failure(status, body, headers, reason)
+            return self.http_failure(status, body, headers, reason, base_url)
         try:
             result = self.parse(orjson.loads(body))
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
@@ -164,10 +184,11 @@ class HTTPProvider(Provider):
         result.model = result.model or self.config.model
         return result
 
-    def http_failure(self, status: int, body: bytes, headers: Mapping[str, str], reason: str | None) -> ModelResponse:
+    def http_failure(self, status: int, body: bytes, headers: Mapping[str, str], reason: str | None,
+                     base_url: str) -> ModelResponse:
         kind, retryable = STATUS_ERRORS.get(status, ("server_error", True) if status >= 500 else ("client_error", False))
         return self.failure(
-            kind, f"HTTP {status} from {self.base_url}{self.path}: {server_message(body, reason)}",
+            kind, f"HTTP {status} from {base_url}{self.path}: {server_message(body, reason)}",
             retryable=retryable, status_code=status,
             retry_after=parse_retry_after(headers) if retryable else None,
         )
