@@ -115,8 +115,9 @@ def isf(kind: str, url: str, n: int, folder: Path) -> dict:
 def contender(kind: str, url: str, n: int) -> None:
     """Entry point of a contender's process: prints one JSON line of figures."""
     import aiohttp  # noqa: F401 - imports are not what is measured
-    import shaping.runner  # noqa: F401
+    import git  # noqa: F401 - gitpython, imported on first use by the runner
     import shaping.providers.openai  # noqa: F401
+    import shaping.runner  # noqa: F401
 
     with tempfile.TemporaryDirectory() as tmp:
         cpu0, _ = usage()
