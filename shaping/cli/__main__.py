@@ -1,0 +1,3 @@
+from shaping.cli import main
+
+main()

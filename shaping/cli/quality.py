@@ -1,0 +1,123 @@
+"""`isf pipeline sample | validate | errors | report`: looking at a data set before training."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from shaping.cli.app import out, pipeline, project_of, user_errors
+from shaping.discovery import find_pipeline
+from shaping.errors import ShapingError
+
+
+def load_output(ctx: click.Context, name: str):
+    from shaping.quality import Dataset
+    from shaping.staleness import default_paths
+
+    project = project_of(ctx)
+    entry = find_pipeline(project, name)
+    return entry, Dataset.load(name, default_paths(project, name))
+
+
+@pipeline.command("sample")
+@click.argument("name")
+@click.option("-n", "count", default=10, show_default=True, help="How many samples.")
+@click.option("--full", is_flag=True, help="Whole conversations instead of a truncated table.")
+@click.option("--seed", default=0, show_default=True)
+@click.pass_context
+@user_errors
+def sample_cmd(ctx: click.Context, name: str, count: int, full: bool, seed: int) -> None:
+    """Random samples from the output of pipeline NAME."""
+    import random
+
+    from shaping.quality.dataset import last_turn
+
+    _, data = load_output(ctx, name)
+    chosen = random.Random(seed).sample(data.samples, min(count, len(data.samples)))
+    if full:
+        for sample in chosen:
+            out.print(Text(f"── {sample.get('id')}", style="bold"))
+            for message in sample.get("messages") or []:
+                out.print(Text(f"{message.get('role')}: ", style="bold cyan"), end="")
+                out.print(str(message.get("content")), markup=False, highlight=False)
+        return
+    table = Table(box=None, padding=(0, 1), pad_edge=False, header_style="bold")
+    for column in ("id", "prompt", "response"):
+        table.add_column(column, overflow="fold", no_wrap=column == "id", ratio=None if column == "id" else 1)
+    for sample in chosen:
+        clip = lambda t: " ".join(t.split())[:200]  # noqa: E731
+        table.add_row(str(sample.get("id")), clip(last_turn(sample, "user")), clip(last_turn(sample, "assistant")))
+    out.print(table)
+    out.print(f"[dim]{len(chosen)} of {len(data.samples)} samples, seed {seed}; --full for whole conversations[/]")
+
+
+@pipeline.command("validate")
+@click.argument("name")
+@click.pass_context
+@user_errors
+def validate_cmd(ctx: click.Context, name: str) -> None:
+    """The checklist before training; exit 1 when any check fails.
+
+    Thresholds come from the pipeline's `quality = {...}` (see shaping.quality.Thresholds).
+    """
+    from shaping.quality import Thresholds, run_checks
+
+    entry, data = load_output(ctx, name)
+    checks = run_checks(data, Thresholds.for_pipeline(entry.cls))
+    table = Table(box=None, padding=(0, 1), pad_edge=False, header_style="bold")
+    for column in ("", "check", "figure", "limit"):
+        table.add_column(column, overflow="fold")
+    for check in checks:
+        table.add_row(Text("PASS", style="green") if check.passed else Text("FAIL", style="bold red"),
+                      check.name, check.figure, Text(check.limit, style="dim"))
+    out.print(table)
+    failed = [c.name for c in checks if not c.passed]
+    if failed:
+        out.print(Text(f"{len(failed)} of {len(checks)} checks failed: {', '.join(failed)}", style="bold red"))
+        sys.exit(1)
+    out.print(Text(f"all {len(checks)} checks passed", style="green"))
+
+
+@pipeline.command("errors")
+@click.argument("name")
+@click.pass_context
+@user_errors
+def errors_cmd(ctx: click.Context, name: str) -> None:
+    """Failed records of pipeline NAME by type, with counts and one example each."""
+    from shaping.quality import errors_by_type
+
+    _, data = load_output(ctx, name)
+    groups = errors_by_type(data)
+    if not groups:
+        out.print(f"{name}: no errors ({len(data.samples)} samples)")
+        return
+    out.print(Text(f"{name}: {len(data.errors)} failed records", style="bold"))
+    for kind, items in groups.items():
+        example = items[0]
+        out.print(Text.assemble((f"{kind}", "bold red"), f"  {len(items)}"))
+        out.print(f"  e.g. {example.get('id')}: {str(example.get('message'))[:300]}", markup=False, soft_wrap=True)
+
+
+@pipeline.command("report")
+@click.argument("name")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write it (default training/data/NAME.report.html).")
+@click.option("--samples", "max_samples", default=300, show_default=True, help="Samples to include.")
+@click.pass_context
+@user_errors
+def report_cmd(ctx: click.Context, name: str, output: Path | None, max_samples: int) -> None:
+    """One self-contained HTML report: summary, checklist, lengths, errors, samples with steps."""
+    from shaping.quality import Thresholds, run_checks
+    from shaping.quality.report import render
+
+    entry, data = load_output(ctx, name)
+    html = render(data, run_checks(data, Thresholds.for_pipeline(entry.cls)), max_samples=max_samples)
+    target = output or data.paths.samples.with_name(f"{name}.report.html")
+    if not target.parent.is_dir():
+        raise ShapingError(f"output folder {target.parent} does not exist")
+    target.write_text(html, encoding="utf-8")
+    out.print(f"wrote {target}")

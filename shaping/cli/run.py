@@ -1,0 +1,167 @@
+"""`isf pipeline list | run | status`, and `Pipeline.execute()` for scripts."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from shaping.cli.app import err, out, pipeline, project_of, user_errors
+from shaping.discovery import discover, find_pipeline
+from shaping.dispatch import RunStats
+from shaping.errors import ShapingError
+from shaping.pipeline import Pipeline
+from shaping.progress import RunDisplay, summary
+from shaping.runner import run_pipeline
+from shaping.staleness import Status, dependency_order, pipeline_status, project_status
+
+
+@pipeline.command("list")
+@click.pass_context
+@user_errors
+def list_cmd(ctx: click.Context) -> None:
+    """Show every pipeline with its file and what it depends on."""
+    project = project_of(ctx)
+    entries = discover(project)
+    if not entries:
+        out.print(f"no pipelines in {project.relative(project.pipelines_dir)}/")
+        return
+    table = Table(box=None, padding=(0, 1), pad_edge=False, header_style="bold")
+    for column in ("name", "file", "files", "models"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("name", "file"))
+    for entry in entries.values():
+        cls = entry.cls
+        table.add_row(
+            entry.name,
+            project.relative(entry.file),
+            "\n".join(dep.relpath for dep in cls.file_deps.values()) or "-",
+            "\n".join(dep.model_name for dep in cls.model_deps.values()) or "-",
+        )
+    out.print(table)
+
+
+def run_options(fn: Any) -> Any:
+    """The flags shared by `isf pipeline run` and `python pipelines/x.py`."""
+    options = [
+        click.option("--limit", type=int, help="Take only the first N records (a partial run)."),
+        click.option("--workers", type=int,
+                     help="Records worked on at once (default: the pipeline's `workers`, else 256)."),
+        click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Samples file (default training/data/NAME.jsonl); errors and manifest go beside it."),
+        click.option("--annotate/--no-annotate", default=None,
+                     help="Write input data, steps and times with each sample "
+                          "(default: the pipeline's `annotated`)."),
+        click.option("--k-shot-config-file", "kshot_file", type=click.Path(dir_okay=False, path_type=Path),
+                     help="K-shot examples to use instead of the pipeline's kshot_dep file (JSON or PROMPT:/RESPONSE: text)."),
+        click.option("--k-shot-config-name", "kshot_name", help="Which configuration of the k-shot file to use."),
+        click.option("--k-shot-count", "kshot_count", type=int, help="Use only the first N example pairs."),
+        click.option("--require-k-shot/--no-require-k-shot", "kshot_required", default=None,
+                     help="Fail when the k-shot file is missing / go without examples then."),
+        click.option("--no-cache", "no_cache", is_flag=True,
+                     help="Neither read nor write the request cache (training/.cache/)."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress display or summary."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def run_and_report(pipeline_obj: Pipeline, limit: int | None, workers: int | None,
+                   output: Path | None, annotate: bool | None, no_cache: bool, quiet: bool,
+                   kshot_file: Path | None = None, kshot_name: str | None = None,
+                   kshot_count: int | None = None, kshot_required: bool | None = None) -> None:
+    for flag, value in (("--limit", limit), ("--workers", workers)):
+        if value is not None and value < 1:
+            raise ShapingError(f"{flag} must be at least 1, got {value}")
+    if (kshot_file, kshot_name, kshot_count, kshot_required) != (None, None, None, None):
+        pipeline_obj.configure_kshot(
+            file=pipeline_obj.project.relative(kshot_file.resolve()) if kshot_file else None,
+            name=kshot_name, count=kshot_count, required=kshot_required)
+    stats = RunStats()
+    with RunDisplay(err, stats, pipeline_obj.name) if not quiet else contextlib.nullcontext():
+        result = run_pipeline(pipeline_obj, limit=limit, workers=workers, output=output,
+                              annotate=annotate, stats=stats, use_cache=not no_cache)
+    for warning in result.warnings:
+        err.print(Text.assemble(("warning: ", "yellow"), warning), soft_wrap=True)
+    if not quiet:
+        summary(result, out)
+
+
+@pipeline.command("run")
+@click.argument("names", metavar="[NAME]...", nargs=-1)
+@click.option("--stale", is_flag=True, help="Run every pipeline that is not CURRENT, upstream first.")
+@click.option("--force", is_flag=True, help="Run even when the output is CURRENT.")
+@run_options
+@click.pass_context
+@user_errors
+def run_cmd(ctx: click.Context, names: tuple[str, ...], stale: bool, force: bool, **options: Any) -> None:
+    """Run pipelines and write training/data/NAME.jsonl, its errors and manifest.
+
+    A pipeline whose output is CURRENT is skipped unless --force (or --limit/-o) is given.
+    Answers already in the request cache are not sent again.
+    """
+    project = project_of(ctx)
+    entries = discover(project)
+    if not names and not stale:
+        raise click.UsageError("give a pipeline NAME, or --stale to run every stale pipeline")
+    for name in names:
+        find_pipeline(project, name, entries)
+    order = dependency_order(project, entries)
+    wanted = [n for n in order if n in names] if names else order
+    explicit = force or any(options[k] is not None for k in ("limit", "output", "kshot_file", "kshot_name",
+                                                             "kshot_count", "kshot_required"))
+    done: dict[str, Status] = {}
+    for name in order:
+        status = pipeline_status(entries[name], project, done)
+        if name in wanted and (explicit or not status.is_current):
+            if len(wanted) > 1 and not options["quiet"]:
+                out.print(Text(f"{name}: {status.headline()}, running", style="bold"))
+            run_and_report(entries[name].cls(project), **options)
+            status = pipeline_status(entries[name], project, done)
+        elif name in wanted and not options["quiet"]:
+            out.print(f"{name} is {status.headline()}: nothing to do (--force runs it anyway)")
+        done[name] = status
+
+
+@pipeline.command("status")
+@click.argument("names", metavar="[NAME]...", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print the statuses as JSON.")
+@click.option("--check", is_flag=True, help="Exit 1 when any pipeline shown is not CURRENT (for CI).")
+@click.pass_context
+@user_errors
+def status_cmd(ctx: click.Context, names: tuple[str, ...], as_json: bool, check: bool) -> None:
+    """Say which outputs are CURRENT, STALE (and why), PARTIAL or MISSING."""
+    project = project_of(ctx)
+    entries = discover(project)
+    for name in names:
+        find_pipeline(project, name, entries)
+    statuses = [s for s in project_status(project, entries).values() if not names or s.name in names]
+    if as_json:
+        click.echo(json.dumps([s.to_dict() for s in statuses], indent=2))
+    else:
+        styles = {"CURRENT": "green", "STALE": "yellow", "PARTIAL": "yellow", "MISSING": "red"}
+        for s in statuses:
+            out.print(Text.assemble((f"{s.name}: ", "bold"), (s.headline(), styles[s.state])))
+            for reason in s.reasons:
+                out.print(f"  {reason.message}", soft_wrap=True)
+    if check and any(not s.is_current for s in statuses):
+        sys.exit(1)
+
+
+def execute_pipeline(pipeline_obj: Pipeline, argv: list[str] | None = None) -> None:
+    """`Pipeline.execute()`: the `isf pipeline run` flags for a script run as `python x.py`."""
+
+    @click.command(name=pipeline_obj.name, context_settings={"help_option_names": ["-h", "--help"]},
+                   help=f"Run the pipeline '{pipeline_obj.name}' (same flags as `isf pipeline run`).")
+    @run_options
+    @user_errors
+    def command(**options: Any) -> None:
+        run_and_report(pipeline_obj, **options)
+
+    command.main(args=argv, prog_name=sys.argv[0] if argv is None else pipeline_obj.name)
