@@ -18,7 +18,7 @@ $(VENV)/.installed: $(PY) pyproject.toml
 
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) install --quiet $(TORCH)
-	$(PIP) install --quiet -e '.[dev,local]'
+	$(PIP) install --quiet -e '.[dev,local,ray]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -94,6 +94,11 @@ class Pipeline:
         self._kshot_bound: dict[str, BoundKShot] = {}
         self._feedback_store: Any = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What travels to a Ray worker: the pipeline and what run() set on it, not the run's
+        event loop or open files."""
+        return {**self.__dict__, "_runtime": None, "_feedback_store": None, "_kshot_bound": {}}
+
     @classmethod
     def source_file(cls) -> Path | None:
         try:
@@ -168,7 +173,7 @@ class Pipeline:
         `<name>.errors.jsonl` and are not returned. With `--limit N`, takes the first N records.
         """
         runtime = self._require_runtime("run_task")
-        return runtime.call(runtime.dispatcher.run_task, task, records, self.limit)
+        return runtime.run_task(task, records, self.limit)
 
     def query(self, model: Any, messages: Any, **params: Any) -> ModelResponse:
         """Send one request and wait for it: for set-up work in `run()` before the tasks."""

@@ -46,12 +46,17 @@ class RunResult:
 class _Runtime:
     """What `Pipeline.run_task` and `Pipeline.query` reach during a run."""
 
-    def __init__(self, portal: BlockingPortal, dispatcher: Dispatcher) -> None:
+    def __init__(self, portal: BlockingPortal, dispatcher: Dispatcher, executor: Any = None) -> None:
         self.portal = portal
         self.dispatcher = dispatcher
+        self.executor = executor  # a RayExecutor, or None to run tasks here
 
     def call(self, fn: Any, *args: Any) -> Any:
         return self.portal.call(fn, *args)
+
+    def run_task(self, task: Any, records: Any, limit: int | None) -> Any:
+        runner = self.executor or self.dispatcher
+        return self.portal.call(runner.run_task, task, records, limit)
 
 
 def check_file_deps(pipeline: Pipeline) -> dict[str, FileState]:
@@ -79,11 +84,15 @@ def run_pipeline(
     annotate: bool | None = None,
     stats: RunStats | None = None,
     use_cache: bool = True,
+    executor: str = "local",
+    address: str | None = None,
 ) -> RunResult:
     """Run `pipeline` and write its samples, errors and manifest; see the module docstring.
 
     Answers come from the project's request cache where it has them (`use_cache=False` neither
     reads nor writes it), so an interrupted run resumes without paying twice.
+    `executor="ray"` runs the tasks on a Ray cluster (`address`, default: local) with the same
+    outputs (see shaping.ray_executor).
     """
     name = pipeline.name
     project = pipeline.project
@@ -92,6 +101,12 @@ def run_pipeline(
     if workers is not None and workers < 1:
         raise ShapingError(f"workers must be at least 1, got {workers}")
     annotate = pipeline.annotated if annotate is None else annotate
+    if executor not in ("local", "ray"):
+        raise ShapingError(f"executor must be 'local' or 'ray', got {executor!r}")
+    if executor == "ray":
+        from shaping.ray_executor import import_ray
+
+        import_ray()  # say how to install it before anything else
     files = check_file_deps(pipeline)
     models = {attr: model_state(dep.model_name, project.model(dep.model_name))
               for attr, dep in pipeline.model_deps.items()}
@@ -102,7 +117,8 @@ def run_pipeline(
         cache = RequestCache(project.cache_dir) if use_cache else None
         try:
             result = _run_locked(pipeline, paths=paths, files=files, models=models, annotate=annotate,
-                                 limit=limit, workers=workers, stats=stats, cache=cache)
+                                 limit=limit, workers=workers, stats=stats, cache=cache,
+                                 ray=(address,) if executor == "ray" else None)
             if cache is not None and cache.moved_aside is not None:
                 result.warnings.append(f"the request cache was from another version of shaping; "
                                        f"it was kept as {cache.moved_aside} and a new one started")
@@ -112,7 +128,7 @@ def run_pipeline(
                 cache.close()
 
 
-def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, stats, cache) -> RunResult:
+def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, stats, cache, ray) -> RunResult:
     name, project = pipeline.name, pipeline.project
     git = git_state(project.root)
     stats = stats or RunStats()
@@ -125,12 +141,17 @@ def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, sta
         metadata={"kshot": next(iter(used.values())) if len(used) == 1 else used} if used else None,
     )
     pipeline.limit = limit
+    executor = None
+    if ray is not None:
+        from shaping.ray_executor import RayExecutor
+
+        executor = RayExecutor(pipeline, dispatcher, address=ray[0], shards=None, use_cache=cache is not None)
     try:
         with quiet_collector(), start_blocking_portal(backend_options=event_loop_options()) as portal:
             with portal.wrap_async_context_manager(dispatcher.session()):
                 for dep in pipeline.model_deps.values():  # unknown provider or missing key: fail now
                     portal.call(dispatcher.channel, dep.model_name)
-                pipeline._runtime = _Runtime(portal, dispatcher)
+                pipeline._runtime = _Runtime(portal, dispatcher, executor)
                 try:
                     samples = pipeline.run()
                 finally:
@@ -172,6 +193,8 @@ def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, sta
         if pipeline.uses_feedback():  # what this run made becomes examples for the next
             pipeline.feedback_store().record_run(name, paths.samples, paths.errors)
     finally:
+        if executor is not None:
+            executor.close()
         dispatcher.discard_spools()  # those renamed into place are gone already
         if pipeline._feedback_store is not None:
             pipeline._feedback_store.close()

@@ -387,3 +387,11 @@ def test_exception_in_run_leaves_no_files(project):
 def test_run_task_outside_a_run_says_how(project):
     with pytest.raises(ShapingError, match="works during a run"):
         Mixed(project).run()
+
+
+def test_ray_executor_without_ray_says_how_to_install_it(project, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
+    with pytest.raises(ShapingError, match=r"--executor ray needs Ray: pip install 'shaping\[ray\]'"):
+        run_pipeline(Mixed(project), executor="ray")

@@ -63,6 +63,9 @@ def run_options(fn: Any) -> Any:
         click.option("--k-shot-count", "kshot_count", type=int, help="Use only the first N example pairs."),
         click.option("--require-k-shot/--no-require-k-shot", "kshot_required", default=None,
                      help="Fail when the k-shot file is missing / go without examples then."),
+        click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="Where tasks run: this process, or a Ray cluster (pip install 'shaping[ray]')."),
+        click.option("--address", help="With --executor ray: the cluster (auto, ray://host:10001); default: local."),
         click.option("--no-cache", "no_cache", is_flag=True,
                      help="Neither read nor write the request cache (training/.cache/)."),
         click.option("-q", "--quiet", is_flag=True, help="No progress display or summary."),
@@ -75,7 +78,8 @@ def run_options(fn: Any) -> Any:
 def run_and_report(pipeline_obj: Pipeline, limit: int | None, workers: int | None,
                    output: Path | None, annotate: bool | None, no_cache: bool, quiet: bool,
                    kshot_file: Path | None = None, kshot_name: str | None = None,
-                   kshot_count: int | None = None, kshot_required: bool | None = None) -> None:
+                   kshot_count: int | None = None, kshot_required: bool | None = None,
+                   executor: str = "local", address: str | None = None) -> None:
     for flag, value in (("--limit", limit), ("--workers", workers)):
         if value is not None and value < 1:
             raise ShapingError(f"{flag} must be at least 1, got {value}")
@@ -86,7 +90,8 @@ def run_and_report(pipeline_obj: Pipeline, limit: int | None, workers: int | Non
     stats = RunStats()
     with RunDisplay(err, stats, pipeline_obj.name) if not quiet else contextlib.nullcontext():
         result = run_pipeline(pipeline_obj, limit=limit, workers=workers, output=output,
-                              annotate=annotate, stats=stats, use_cache=not no_cache)
+                              annotate=annotate, stats=stats, use_cache=not no_cache, executor=executor,
+                              address=address)
     for warning in result.warnings:
         err.print(Text.assemble(("warning: ", "yellow"), warning), soft_wrap=True)
     if not quiet:

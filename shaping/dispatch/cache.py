@@ -135,6 +135,22 @@ class RequestCache:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
+    def rows_for(self, record_ids: list[str]) -> dict[str, str]:
+        """{key: stored response} for every answer of these records (a shard's prefetch)."""
+        self.flush()
+        found: dict[str, str] = {}
+        for start in range(0, len(record_ids), 500):
+            chunk = record_ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(self._db.execute(f"SELECT key, response FROM answers WHERE record_id IN ({marks})", chunk))
+        return found
+
+    def put_rows(self, rows: list[tuple]) -> None:
+        """Store rows as `put` builds them (answers made elsewhere, e.g. by Ray workers)."""
+        for row in rows:
+            self._pending[row[0]] = tuple(row)
+        self.flush()
+
     def stats(self) -> CacheStats:
         self.flush()
         rows = self._db.execute("SELECT pipeline, COUNT(*) FROM answers GROUP BY pipeline ORDER BY pipeline")

@@ -37,14 +37,15 @@ class _Pending:
 
 
 class ModelChannel:
-    def __init__(self, name: str, provider: Provider, stats: RunStats, task_group: TaskGroup) -> None:
+    def __init__(self, name: str, provider: Provider, stats: RunStats, task_group: TaskGroup,
+                 limits: RateLimits | None = None) -> None:
         self.name = name
         self.provider = provider
         self.stats = stats
         self._slots = anyio.Semaphore(provider.concurrency, fast_acquire=True)
         self._batch_size = provider.batch_size
         self._task_group = task_group
-        self._limits = RateLimits(provider.config)
+        self._limits = limits or RateLimits(provider.config)
         self.fingerprint = model_state(name, provider.config).fingerprint
         if self._batch_size > 1:
             self._send, self._receive = anyio.create_memory_object_stream[_Pending](math.inf)

@@ -49,6 +49,7 @@ class Dispatcher:
         cache: RequestCache | None = None,
         metadata: dict[str, Any] | None = None,
         spool_dir: Path | None = None,
+        limits: Callable[[str, Any], Any] | None = None,
     ) -> None:
         self.project = project
         self.pipeline_name = pipeline_name
@@ -62,6 +63,7 @@ class Dispatcher:
         self.spool_dir = spool_dir or Path(tempfile.gettempdir())
         self.spools: list[Spool] = []
         self._errors: Spool | None = None
+        self._limits = limits  # (model name, config) -> rate limits; default: this process's own
         self._channels: dict[str, ModelChannel] = {}
         self._providers: list[Provider] = []
         self._channel_lock = anyio.Lock()
@@ -101,7 +103,8 @@ class Dispatcher:
                     provider = create_provider(model, self.project.model(model))
                     await provider.open()
                     self._providers.append(provider)
-                    channel = ModelChannel(model, provider, self.stats, self._task_group)
+                    limits = self._limits(model, provider.config) if self._limits else None
+                    channel = ModelChannel(model, provider, self.stats, self._task_group, limits)
                     self._channels[model] = channel
         return channel
 
@@ -182,7 +185,7 @@ class Dispatcher:
         self.spools.clear()
 
     async def run_task(
-        self, task: Callable[[Any], Any], records: Iterable[Any], limit: int | None = None
+        self, task: Callable[[Any], Any], records: Iterable[Any], limit: int | None = None, first_index: int = 0
     ) -> SampleSpool:
         """Run `task` over `records`, at most `workers` at a time. Records are read as they are
         needed and each result is written out as soon as those before it are done, so memory
@@ -206,7 +209,7 @@ class Dispatcher:
 
         async def one(index: int, record: Any) -> None:
             try:
-                record_id = record_id_of(record, index)
+                record_id = record_id_of(record, first_index + index)
 
                 def answer(request: ModelRequest, step: int) -> Any:
                     return self.answer(request, step, record_id)

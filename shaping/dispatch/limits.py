@@ -35,14 +35,17 @@ class RateLimits:
 
     async def before(self, requests: list[LLMRequest]) -> int:
         """Wait for permits for these requests; returns the tokens reserved."""
+        tokens = sum(estimate_tokens(r) for r in requests) if self._tokens is not None else 0
+        return await self.acquire(len(requests), tokens)
+
+    async def acquire(self, count: int, tokens: int) -> int:
+        """Wait for `count` request permits and `tokens` token permits; returns the tokens reserved."""
         if self._requests is not None:
-            for _ in requests:
+            for _ in range(count):
                 await self._requests.acquire()
-        reserved = 0
-        if self._tokens is not None:
-            reserved = sum(estimate_tokens(r) for r in requests)
-            await self._take_tokens(reserved)
-        return reserved
+        if self._tokens is not None and tokens:
+            await self._take_tokens(tokens)
+        return tokens if self._tokens is not None else 0
 
     async def after(self, reserved: int, used: int) -> None:
         """Charge the tokens a call used beyond what was reserved for it."""
