@@ -11,7 +11,7 @@ from shaping import run_pipeline
 from shaping.config import Project
 from shaping.discovery import discover
 from shaping.kshot import KShotError, load, load_json, load_text
-from shaping.pipeline import Pipeline
+
 from shaping.providers.mock import conversation_digest
 from shaping.providers.registry import create_provider
 from shaping.requests import LLMRequest
@@ -111,7 +111,7 @@ def test_missing_file(tmp_path):
 # -- in a pipeline --------------------------------------------------------------------------------
 
 def story_project(root: Path, toml=None) -> Project:
-    project = write_project(root, toml) if toml else write_project(root)
+    write_project(root, toml) if toml else write_project(root)
     shutil.copy(SHIPPED_JSON, root / "identity" / "k_shot_samples.json")
     shutil.copy(SHIPPED_TEXT, root / "identity" / "k_shot_samples.txt")
     shutil.copy(REPO / "identity" / "story_words.txt", root / "identity" / "story_words.txt")

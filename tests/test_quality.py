@@ -1,6 +1,5 @@
 """Checks before training: each checklist rule on data built to fail it, the CLI, the report."""
 
-import json
 import shutil
 from pathlib import Path
 
@@ -9,7 +8,6 @@ import pytest
 from shaping.output import OutputPaths
 from shaping.quality import Dataset, Thresholds, run_checks
 from shaping.quality.checks import distinct_2, role_order_ok
-from shaping.quality.report import render
 from tests.conftest import write_project
 from tests.test_cli import isf
 

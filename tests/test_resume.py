@@ -16,7 +16,7 @@ from shaping.discovery import discover
 from shaping.dispatch.cache import RequestCache
 from shaping.errors import OutputError, ShapingError
 from shaping.lock import RunLock
-from tests.conftest import read_jsonl, write_project
+from tests.conftest import write_project
 from tests.servers import LoopbackServer
 from tests.test_cli import ISF
 
