@@ -22,10 +22,12 @@ import logging
 import math
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import anyio
+import orjson
 
 from shaping.config import ModelConfig, Project
 from shaping.dispatch.cache import RequestCache
@@ -33,6 +35,7 @@ from shaping.dispatch.dispatcher import Dispatcher, record_id_of
 from shaping.dispatch.limits import RateLimits, estimate_tokens
 from shaping.dispatch.stats import ModelUsage, RunStats
 from shaping.errors import ShapingError
+from shaping.requests import ModelResponse
 from shaping.spool import SampleSpool
 
 
@@ -48,24 +51,17 @@ class _RemoteCache:
     """The dispatcher's cache interface, on a worker: prefetched answers, new ones sent back."""
 
     def __init__(self, actor: Any, known: dict[str, str]) -> None:
-        from shaping.requests import ModelResponse
-
         self._actor, self._known, self._pending, self._sent = actor, known, [], []
-        self._response = ModelResponse
 
     def get(self, key: str) -> Any:
         stored = self._known.get(key)
         if stored is None:
             return None
-        response = self._response.model_validate_json(stored)
+        response = ModelResponse.model_validate_json(stored)
         response.cached = True
         return response
 
     def put(self, key, pipeline, model, record_id, step, messages, params, response) -> None:
-        import time
-
-        import orjson
-
         request = orjson.dumps({"messages": [m.model_dump() for m in messages], "params": params}, default=str).decode()
         row = (key, pipeline, model, record_id, step, request, response.model_dump_json(), time.time())
         self._known[key] = row[6]
