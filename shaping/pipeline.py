@@ -54,6 +54,7 @@ class Pipeline:
 
     file_deps: ClassVar[dict[str, FileDep]] = {}
     model_deps: ClassVar[dict[str, ModelDep]] = {}
+    _uses_feedback: ClassVar[bool] = False
 
     file_dep = staticmethod(FileDep)
     model_dep = staticmethod(ModelDep)
@@ -77,13 +78,16 @@ class Pipeline:
             raise PipelineDefinitionError(f"{where}: workers must be a positive integer, got {cls.workers!r}")
         files: dict[str, FileDep] = {}
         models: dict[str, ModelDep] = {}
+        feedback = False
         for klass in reversed(cls.__mro__):
             for attr, value in vars(klass).items():
                 if isinstance(value, FileDep):
                     files[attr] = value
                 elif isinstance(value, ModelDep):
                     models[attr] = value
-        cls.file_deps, cls.model_deps = files, models
+                elif isinstance(value, FeedbackDep):
+                    feedback = True
+        cls.file_deps, cls.model_deps, cls._uses_feedback = files, models, feedback
 
     def __init__(self, project: Project | None = None) -> None:
         self.project = project or Project.find(self.source_dir())
@@ -113,7 +117,7 @@ class Pipeline:
 
     @classmethod
     def uses_feedback(cls) -> bool:
-        return any(isinstance(v, FeedbackDep) for klass in cls.__mro__ for v in vars(klass).values())
+        return cls._uses_feedback
 
     def feedback_store(self) -> Any:
         """The project's feedback store, opened on first use."""

@@ -22,15 +22,13 @@ import logging
 import math
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import anyio
-import orjson
 
 from shaping.config import ModelConfig, Project
-from shaping.dispatch.cache import RequestCache
+from shaping.dispatch.cache import RequestCache, answer_row
 from shaping.dispatch.dispatcher import Dispatcher, record_id_of
 from shaping.dispatch.limits import RateLimits, estimate_tokens
 from shaping.dispatch.stats import ModelUsage, RunStats
@@ -62,8 +60,7 @@ class _RemoteCache:
         return response
 
     def put(self, key, pipeline, model, record_id, step, messages, params, response) -> None:
-        request = orjson.dumps({"messages": [m.model_dump() for m in messages], "params": params}, default=str).decode()
-        row = (key, pipeline, model, record_id, step, request, response.model_dump_json(), time.time())
+        row = answer_row(key, pipeline, model, record_id, step, messages, params, response)
         self._known[key] = row[6]
         self._pending.append(row)
 

@@ -34,14 +34,12 @@ class Spool:
         self.path = folder / f".{stem}.{os.getpid()}.{next(_serial)}.spool"
         self._file = open(self.path, "wb")
         self._digest = hashlib.sha256()
-        self.count = 0
         self.sha256: str | None = None
 
     def write(self, line: bytes) -> None:
         data = line + b"\n"
         self._file.write(data)
         self._digest.update(data)
-        self.count += 1
 
     def flush(self) -> None:
         if not self._file.closed:

@@ -50,6 +50,13 @@ def request_key(fingerprint: str, messages: list[LLMMessage], params: dict, reco
     return hashlib.sha256(payload).hexdigest()
 
 
+def answer_row(key: str, pipeline: str, model: str, record_id: str, step: int,
+               messages: list[LLMMessage], params: dict, response: ModelResponse) -> tuple:
+    """One `answers` row: the request as sent (readable, for `isf cache` and tests) and the response."""
+    request = orjson.dumps({"messages": [m.model_dump() for m in messages], "params": params}, default=str).decode()
+    return (key, pipeline, model, record_id, step, request, response.model_dump_json(), time.time())
+
+
 @dataclass(frozen=True)
 class CacheStats:
     path: Path
@@ -120,9 +127,7 @@ class RequestCache:
 
     def put(self, key: str, pipeline: str, model: str, record_id: str, step: int,
             messages: list[LLMMessage], params: dict, response: ModelResponse) -> None:
-        request = orjson.dumps({"messages": [m.model_dump() for m in messages], "params": params},
-                               default=str).decode()
-        self._pending[key] = (key, pipeline, model, record_id, step, request, response.model_dump_json(), time.time())
+        self._pending[key] = answer_row(key, pipeline, model, record_id, step, messages, params, response)
         if len(self._pending) >= FLUSH_EVERY:
             self.flush()
 
