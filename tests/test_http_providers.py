@@ -260,3 +260,86 @@ def test_an_endpoint_that_keeps_failing_is_drained(tmp_path, monkeypatch):
         assert all(r.is_success for r in responses)  # failures were retried on the healthy endpoint
         assert len(good.received) >= 40
         assert len(bad.received) <= 6  # taken out after 2 failures in a row (a few were already in flight)
+
+
+# -- TLS, proxies, redirects: what the client does on the way to a real API ---------------------
+
+@pytest.fixture
+def tls(tmp_path):
+    """(server context, CA bundle path): a certificate for 127.0.0.1 from a CA made for the test."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    return context, bundle
+
+
+@pytest.fixture
+def no_proxy_settings(monkeypatch):
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+def test_https_trusts_the_ca_bundle_named_by_ssl_cert_file(tmp_path, tls, monkeypatch, no_proxy_settings):
+    context, bundle = tls
+    monkeypatch.setenv("SHAPING_TEST_KEY", KEY)
+    with LoopbackServer("openai", api_key=KEY, tls=context) as server:
+        assert server.base_url.startswith("https://")
+        project = project_for(tmp_path, server, max_retries=1)
+        (untrusted,) = send(project, model_request("hi", model="m"))
+        monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+        (trusted,) = send(project, model_request("hi", model="m"))
+    assert untrusted.error.type == "tls_error" and untrusted.attempts == 1  # no retry can fix it
+    assert "certificate" in untrusted.error.message and "SSL_CERT_FILE" in untrusted.error.message
+    assert trusted.is_success and trusted.get_text() == "echo: hi"
+    assert len(server.received) == 1
+
+
+def test_http_goes_through_the_proxy_with_its_credentials(tmp_path, openai_server, monkeypatch, no_proxy_settings):
+    from tests.servers.proxy import ForwardProxy
+
+    with ForwardProxy() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", f"http://user%40corp:p%3Ass@127.0.0.1:{proxy.port}")
+        (response,) = send(project_for(tmp_path, openai_server), model_request("hi", model="m"))
+    assert response.is_success and response.get_text() == "echo: hi"
+    assert proxy.request_lines == [f"POST {openai_server.base_url}/chat/completions HTTP/1.1"]
+    assert proxy.credentials == ["Basic dXNlckBjb3JwOnA6c3M="]  # base64 of "user@corp:p:ss"
+    assert "proxy-authorization" not in {k.lower() for k in openai_server.received[0].headers}
+
+
+def test_https_goes_through_a_connect_tunnel(tmp_path, tls, monkeypatch, no_proxy_settings):
+    from tests.servers.proxy import ForwardProxy
+
+    context, bundle = tls
+    monkeypatch.setenv("SHAPING_TEST_KEY", KEY)
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    with LoopbackServer("anthropic", api_key=KEY, tls=context) as server, ForwardProxy() as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        responses = send(project_for(tmp_path, server), *[model_request(f"q{i}", model="m") for i in range(3)])
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        (direct,) = send(project_for(tmp_path, server), model_request("direct", model="m"))
+    assert [r.get_text() for r in responses] == ["echo: q0", "echo: q1", "echo: q2"]
+    assert direct.get_text() == "echo: direct"
+    assert proxy.request_lines and set(proxy.request_lines) == {f"CONNECT 127.0.0.1:{server.port} HTTP/1.1"}
+    assert proxy.credentials[0] is None and len(server.received) == 4
+
+
+def test_a_redirect_is_an_error_that_names_where_to_point(tmp_path, openai_server):
+    project = project_for(tmp_path, openai_server)
+    openai_server.fail_next(Fault(status=308, headers={"location": "https://api.example.com/v2/chat"}))
+    (response,) = send(project, model_request("hi", model="m"))
+    assert response.error.type == "client_error" and response.attempts == 1
+    assert "redirected to https://api.example.com/v2/chat; set base_url" in response.error.message
+    assert len(openai_server.received) == 1
+
+
+def test_a_key_pasted_with_its_newline_still_works(tmp_path, openai_server, monkeypatch):
+    monkeypatch.setenv("SHAPING_TEST_KEY", KEY + "\n")
+    (response,) = send(project_for(tmp_path, openai_server), model_request("hi", model="m"))
+    assert response.is_success

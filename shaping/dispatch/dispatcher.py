@@ -7,6 +7,7 @@ connections, concurrency limits and counters.
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -191,6 +192,7 @@ class Dispatcher:
         needed and each result is written out as soon as those before it are done, so memory
         holds only the records in flight. Samples come back in input order (read from disk);
         failed records go to `self.errors`, also in input order."""
+        total = None
         if hasattr(records, "__len__"):
             total = len(records) if limit is None else min(limit, len(records))
             self.stats.records_total = (self.stats.records_total or 0) + total
@@ -198,7 +200,7 @@ class Dispatcher:
         self.spools.append(samples)
         waiting: dict[int, tuple[Any, Outcome]] = {}
         next_out = 0
-        free = anyio.Semaphore(self.workers, fast_acquire=True)
+        numbered = enumerate(records if limit is None else itertools.islice(records, limit))
 
         def finished(index: int, record: Any, outcome: Outcome) -> None:
             nonlocal next_out
@@ -207,11 +209,13 @@ class Dispatcher:
                 self._write(samples, *waiting.pop(next_out))
                 next_out += 1
 
-        async def one(index: int, record: Any) -> None:
-            try:
+        async def worker() -> None:
+            # `workers` of these share one iterator of records: a record is read when a worker
+            # is free for it, and no task is created per record
+            for index, record in numbered:
                 record_id = record_id_of(record, first_index + index)
 
-                def answer(request: ModelRequest, step: int) -> Any:
+                def answer(request: ModelRequest, step: int, record_id: str = record_id) -> Any:
                     return self.answer(request, step, record_id)
 
                 outcome = await drive(task, record, record_id, answer)
@@ -221,20 +225,18 @@ class Dispatcher:
                     self.stats.errors[outcome.error_type] += 1
                 else:
                     self.stats.samples += len(outcome.samples)
-            finally:
-                free.release()
 
+        count = self.workers if total is None else max(1, min(self.workers, total))
         try:
             async with anyio.create_task_group() as tg:
-                for index, record in enumerate(records):
-                    if limit is not None and index >= limit:
-                        break
-                    await free.acquire()
-                    tg.start_soon(one, index, record)
+                for _ in range(count):
+                    tg.start_soon(worker)
         except BaseExceptionGroup as group:
             fatal = find_fatal(group)
             if fatal is not None:
                 raise fatal from None
+            if len(group.exceptions) == 1:  # the records iterator's own error, say
+                raise group.exceptions[0] from None
             raise
 
         samples.flush()

@@ -7,14 +7,13 @@ or return without yielding. What it returns is a `TrainingSample` or a list of t
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
-
-import anyio
 
 from shaping.errors import PipelineError, ShapingError, TaskContractError
 from shaping.requests import ModelRequest, ModelResponse
@@ -129,14 +128,12 @@ async def _answer_one(request: ModelRequest, index: int, answer: Answer, steps: 
 
 async def _answer_many(requests: list[ModelRequest], answer: Answer, steps: list[tuple]) -> list[ModelResponse]:
     first = len(steps)
-    answers: list[Any] = [None] * len(requests)
-
-    async def one(i: int) -> None:
-        answers[i] = await answer(requests[i], first + i)
-
-    async with anyio.create_task_group() as tg:
-        for i in range(len(requests)):
-            tg.start_soon(one, i)
+    # asyncio's own task group: the requests of one `yield [...]` go out together, and a
+    # record pays for plain tasks, not for anyio's cancel scope and event per task (measured:
+    # 15% of a three-step run's CPU). It nests in the run's anyio task group like any task.
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(answer(request, first + i)) for i, request in enumerate(requests)]
+    answers = [task.result() for task in tasks]
     for i, attempts in enumerate(answers):
         steps.extend((first + i, *attempt) for attempt in attempts)
     return [attempts[-1][2] for attempts in answers]

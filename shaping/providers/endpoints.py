@@ -12,13 +12,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from yarl import URL
-
 
 @dataclass
 class Endpoint:
     base_url: str
-    url: URL
+    url: str
     outstanding: int = 0
     failures: int = 0
     out_until: float = 0.0
@@ -28,7 +26,7 @@ class Endpoint:
 
 class Endpoints:
     def __init__(self, base_urls: list[str], path: str, eject_after: int = 3, eject_s: float = 30.0) -> None:
-        self.all = [Endpoint(b, URL(b + path)) for b in base_urls]
+        self.all = [Endpoint(b, b + path) for b in base_urls]
         self.eject_after = eject_after
         self.eject_s = eject_s
         self._turn = 0

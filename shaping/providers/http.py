@@ -1,13 +1,11 @@
 """What the HTTP providers share: a fast client, and turning HTTP outcomes into responses.
 
-The client is aiohttp, used directly. Measured here at 256 requests in flight (bench/): httpx's
-own pool managed about 0.04x the requests/s of a plain aiohttp loop; httpx over the aiohttp
-transport (`httpx-aiohttp`) reached about 0.6x, its request/response translation alone costing
-some 200 us of CPU per request; aiohttp directly is the only way to the 0.8x goal. A provider
-POSTs one JSON body to one URL, so none of httpx's client features were in use.
+The client is `shaping.providers.wire` (kept-alive HTTP/1.1 over asyncio, parsed by httptools):
+a provider POSTs one JSON body to one URL, and that client does so for a quarter of the CPU
+aiohttp's ClientSession needs and a small fraction of httpx's (measured in bench/NOTES.md).
 
-`timeout_s` bounds connecting and each read. Every failure becomes a `ModelResponse` whose error
-says whether a retry may help; the API key is scrubbed from every message.
+`timeout_s` bounds connecting and each wait for data. Every failure becomes a `ModelResponse`
+whose error says whether a retry may help; the API key is scrubbed from every message.
 """
 
 from __future__ import annotations
@@ -18,16 +16,16 @@ import urllib.request
 from abc import abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
-import aiohttp
 import anyio
 import orjson
-from yarl import URL
-
 from pydantic import BaseModel, ConfigDict, Field
 
+from shaping.errors import ConfigError
 from shaping.providers.base import Provider
 from shaping.providers.endpoints import Endpoints
+from shaping.providers.wire import Pool, TransportError
 from shaping.requests import LLMRequest, ModelResponse, ResponseError
 
 #: HTTP status -> (error type, retryable)
@@ -79,11 +77,12 @@ def server_message(body: bytes, reason: str | None) -> str:
     return text[:300] if text else (reason or "no body")
 
 
-def proxy_for(url: URL) -> str | None:
+def proxy_for(url: str) -> str | None:
     """The proxy HTTP(S)_PROXY / NO_PROXY name for `url`, as curl and httpx would use."""
-    if url.host is None or urllib.request.proxy_bypass(url.host):
+    parts = urlsplit(url)
+    if not parts.hostname or urllib.request.proxy_bypass(parts.hostname):
         return None
-    return urllib.request.getproxies().get(url.scheme)
+    return urllib.request.getproxies().get(parts.scheme)
 
 
 class HTTPOptions(BaseModel):
@@ -109,7 +108,7 @@ class HTTPProvider(Provider):
         self.base_urls = [b.rstrip("/") for b in bases]
         self.base_url = self.base_urls[0]
         self.endpoints = Endpoints(self.base_urls, self.path, self.options.eject_after, self.options.eject_s)
-        self._session: aiohttp.ClientSession | None = None
+        self._pools: dict[str, Pool] = {}
 
     # -- what a concrete API defines ----------------------------------------------------------
 
@@ -128,18 +127,17 @@ class HTTPProvider(Provider):
     # -- shared machinery -------------------------------------------------------------------
 
     async def open(self) -> None:
-        timeout = self.config.timeout_s
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.concurrency, ttl_dns_cache=300),
-            headers={"content-type": "application/json", **self.headers()},
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
-            proxy=proxy_for(self.endpoints.all[0].url),  # looked up once, not per request as trust_env would
-        )
+        headers = self.headers()
+        try:  # proxies looked up once per endpoint, not per request
+            self._pools = {e.url: Pool(e.url, headers, self.config.timeout_s, proxy_for(e.url))
+                           for e in self.endpoints.all}
+        except ValueError as exc:
+            raise ConfigError(f"model '{self.name}': {self.scrub(str(exc))}") from None
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for pool in self._pools.values():
+            pool.close()
+        self._pools = {}
 
     async def generate_batch(self, requests: list[LLMRequest]) -> list[ModelResponse]:
         if len(requests) == 1:
@@ -161,20 +159,14 @@ class HTTPProvider(Provider):
         self.endpoints.done(endpoint, failed=error is not None and error.retryable)
         return response
 
-    async def _send_to(self, url: URL, base_url: str, request: LLMRequest) -> ModelResponse:
+    async def _send_to(self, url: str, base_url: str, request: LLMRequest) -> ModelResponse:
         try:
-            async with self._session.post(url, data=orjson.dumps(self.body(request))) as response:
-                status, body = response.status, await response.read()
-                headers, reason = response.headers, response.reason
-        except TimeoutError as exc:  # aiohttp's connect and read timeouts are TimeoutErrors
-            return self.failure("timeout", f"timed out talking to {base_url} "
-                                           f"({type(exc).__name__}, timeout_s={self.config.timeout_s:g})",
-                                retryable=True)
-        except aiohttp.ClientError as exc:  # refused, reset, dropped mid-response
-            return self.failure("connection_error", f"{type(exc).__name__}: {exc or 'connection lost'}",
-                                retryable=True)
-        if status >= 400:
-            return self.http_failure(status, body, headers, reason, base_url)
+            response = await self._pools[url].post(orjson.dumps(self.body(request)))
+        except TransportError as exc:  # refused, reset, dropped mid-response, timed out, TLS
+            return self.failure(exc.kind, exc.message, retryable=exc.retryable)
+        status, body = response.status, response.body
+        if status >= 300:
+            return self.http_failure(status, body, response.headers, response.reason, base_url)
         try:
             result = self.parse(orjson.loads(body))
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
@@ -187,8 +179,11 @@ class HTTPProvider(Provider):
     def http_failure(self, status: int, body: bytes, headers: Mapping[str, str], reason: str | None,
                      base_url: str) -> ModelResponse:
         kind, retryable = STATUS_ERRORS.get(status, ("server_error", True) if status >= 500 else ("client_error", False))
+        detail = server_message(body, reason)
+        if status < 400:  # the API moved: requests are not followed elsewhere with the key on them
+            detail = f"redirected to {headers.get('location', '?')}; set base_url to where it points"
         return self.failure(
-            kind, f"HTTP {status} from {base_url}{self.path}: {server_message(body, reason)}",
+            kind, f"HTTP {status} from {base_url}{self.path}: {detail}",
             retryable=retryable, status_code=status,
             retry_after=parse_retry_after(headers) if retryable else None,
         )

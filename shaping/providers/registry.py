@@ -81,7 +81,7 @@ def create_provider(name: str, config: ModelConfig) -> Provider:
     config = config.model_copy(update={"provider": provider, "base_url": resolve_base_url(config)})
     api_key = None
     if config.api_key_env:
-        api_key = os.environ.get(config.api_key_env)
+        api_key = os.environ.get(config.api_key_env, "").strip()  # a key pasted with its newline
         if not api_key:
             raise ConfigError(
                 f"model '{name}': environment variable {config.api_key_env} is not set "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import threading
 import time
 from collections import deque
@@ -28,6 +29,7 @@ class Fault:
     malformed: bool = False
     drop: bool = False
     message: str = "injected failure"
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -57,6 +59,7 @@ class LoopbackServer:
     latency_s: float = 0.0
     reply: Callable[[Received], str] = echo
     received: list[Received] = field(default_factory=list)
+    tls: ssl.SSLContext | None = None  # serve https with this context
 
     def __post_init__(self) -> None:
         self._faults: deque[Fault] = deque()
@@ -73,7 +76,8 @@ class LoopbackServer:
     @property
     def base_url(self) -> str:
         suffix = "/v1" if self.api == "openai" else ""
-        return f"http://127.0.0.1:{self.port}{suffix}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}{suffix}"
 
     def fail_next(self, *faults: Fault) -> None:
         with self._lock:
@@ -119,7 +123,7 @@ class LoopbackServer:
         app.router.add_post("/v1/chat/completions" if self.api == "openai" else "/v1/messages", self._handle)
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", self.port, backlog=2048)
+        site = web.TCPSite(runner, "127.0.0.1", self.port, backlog=2048, ssl_context=self.tls)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
         ready.set()
@@ -169,7 +173,7 @@ class LoopbackServer:
                 return web.Response(text='{"choices": [ {"message": ', content_type="application/json")
             if fault.status:
                 headers = {"retry-after": fault.retry_after} if fault.retry_after is not None else {}
-                return self._error(fault.status, fault.message, headers)
+                return self._error(fault.status, fault.message, {**headers, **fault.headers})
         return web.json_response(self._answer(received))
 
     def _check_auth(self, request: web.Request) -> web.Response | None:
