@@ -187,3 +187,44 @@ def test_generator_is_closed_when_the_task_fails():
     with pytest.raises(TaskContractError):
         run(task)
     assert closed == [True]
+
+
+def test_annotated_output_is_byte_for_byte_the_models_json(tmp_path):
+    """Annotated lines are written from plain fields, not from models: they must not differ."""
+    import dataclasses
+    import datetime as dt
+    import decimal
+    from pathlib import PurePosixPath
+
+    from shaping.config import Project
+    from shaping.dispatch import Dispatcher
+    from shaping.dispatch.driver import Outcome, now
+    from shaping.requests import ResponseError, Usage
+    from shaping.samples import AnnotatedTrainingSample
+
+    @dataclasses.dataclass
+    class Row:
+        name: str
+        score: float
+
+    (tmp_path / "shaping.toml").write_text("")
+    dispatcher = Dispatcher(Project.load(tmp_path), "p", workers=1, annotate=True, commit="abc123",
+                            metadata={"run": "r1", "shared": 1})
+    failed = ModelResponse(model="m", error=ResponseError(type="rate_limited", message="slow down é ✓",
+                                                          status_code=429, retryable=True, retry_after=1.5))
+    good = ModelResponse(text='{"a": 1}\n"quoted"', model="m", usage=Usage(prompt_tokens=3, completion_tokens=9),
+                         finish_reason="stop", latency_s=0.1234567891, attempts=2, cached=True, cost_usd=0.000123)
+    request = req("question ✓", temperature=0.2)
+    record = {"id": "r", "when": dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc), "tags": {"b"},
+              "pair": (1, 2.5), "path": PurePosixPath("/x/y"), "price": decimal.Decimal("1.10"),
+              "raw": b"bytes", "row": Row("n", 0.5), "nan": float("nan"), "odd": object}
+    outcome = Outcome(record_id="r", started_at=now(), completed_at=dt.datetime(2026, 5, 6, tzinfo=dt.timezone.utc),
+                      raw_steps=[(0, request, {"temperature": 0.2, "stop": ["\n"]}, failed, 0),
+                                 (1, request, {}, good, 1)])
+    made = TrainingSample(id="r", messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+                          metadata={"shared": 2, "own": [1, None]})
+    expected = AnnotatedTrainingSample(
+        id=made.id, messages=made.messages, metadata={"run": "r1", "shared": 2, "own": [1, None]},
+        input_data=record, steps=outcome.steps, pipeline_commit="abc123",
+        started_at=outcome.started_at, completed_at=outcome.completed_at).model_dump_json(fallback=str).encode()
+    assert dispatcher._annotated_json(made, record, outcome) == expected

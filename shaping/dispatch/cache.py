@@ -53,7 +53,8 @@ def request_key(fingerprint: str, messages: list[LLMMessage], params: dict, reco
 def answer_row(key: str, pipeline: str, model: str, record_id: str, step: int,
                messages: list[LLMMessage], params: dict, response: ModelResponse) -> tuple:
     """One `answers` row: the request as sent (readable, for `isf cache` and tests) and the response."""
-    request = orjson.dumps({"messages": [m.model_dump() for m in messages], "params": params}, default=str).decode()
+    turns = [{"role": m.role, "content": m.content} for m in messages]
+    request = orjson.dumps({"messages": turns, "params": params}, default=str).decode()
     return (key, pipeline, model, record_id, step, request, response.model_dump_json(), time.time())
 
 
@@ -79,6 +80,10 @@ class RequestCache:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            # checkpoint the WAL every ~40 MB rather than every 4 MB: the pages every insert
+            # touches (the key index's) are copied back once per checkpoint, not ten times;
+            # measured: 26 -> 15 us of CPU per stored answer
+            db.execute("PRAGMA wal_autocheckpoint=10000")
             db.execute("PRAGMA busy_timeout=10000")
             version = self._schema_version(db)
         except sqlite3.DatabaseError:  # not a database at all
@@ -111,6 +116,13 @@ class RequestCache:
                 side.rename(Path(f"{target}{suffix}"))
         self.moved_aside = target
         return self._open()
+
+    def holds(self, pipeline: str) -> bool:
+        """Whether any answer of `pipeline` is stored. A pipeline with none (its first run, or
+        after `isf cache clear NAME`) skips lookups: each would cost a query and find nothing."""
+        if any(row[1] == pipeline for row in self._pending.values()):
+            return True
+        return self._db.execute("SELECT 1 FROM answers WHERE pipeline = ? LIMIT 1", (pipeline,)).fetchone() is not None
 
     def get(self, key: str) -> ModelResponse | None:
         pending = self._pending.get(key)

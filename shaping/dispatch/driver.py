@@ -139,22 +139,28 @@ async def _answer_many(requests: list[ModelRequest], answer: Answer, steps: list
     return [attempts[-1][2] for attempts in answers]
 
 
-def _step(index: int, request: ModelRequest, params: dict[str, Any], response: ModelResponse, repair: int = 0) -> Step:
-    return Step(
-        index=index,
-        model=request.model,
-        messages=request.messages,
-        params=params,
-        text=response.text,
-        error=response.error,
-        usage=response.usage,
-        finish_reason=response.finish_reason,
-        latency_s=round(response.latency_s, 6),
-        attempts=response.attempts,
-        cached=response.cached,
-        cost_usd=response.cost_usd,
-        repair=repair,
-    )
+def step_fields(index: int, request: ModelRequest, params: dict[str, Any], response: ModelResponse,
+                repair: int = 0) -> dict[str, Any]:
+    """A `Step`'s fields, in its order: what annotated output writes for one request."""
+    return {
+        "index": index,
+        "model": request.model,
+        "messages": request.messages,
+        "params": params,
+        "text": response.text,
+        "error": response.error,
+        "usage": response.usage,
+        "finish_reason": response.finish_reason,
+        "latency_s": round(response.latency_s, 6),
+        "attempts": response.attempts,
+        "cached": response.cached,
+        "cost_usd": response.cost_usd,
+        "repair": repair,
+    }
+
+
+def _step(*raw: Any) -> Step:
+    return Step(**step_fields(*raw))
 
 
 def _as_samples(result: Any, task, record_id: str) -> list[TrainingSample]:
