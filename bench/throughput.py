@@ -1,8 +1,11 @@
 """Throughput and memory of the dispatcher, side by side with a raw aiohttp loop, in one run.
 
     python bench/throughput.py                 # N = 2,000 and 20,000; writes bench/RESULTS.md
-    python bench/throughput.py --sizes 2000    # a quicker look
+    python bench/throughput.py --sizes 2000 --repeat 1   # a quicker look
     make bench
+
+Each size runs every contender `--repeat` times (3), interleaved so that a busy moment of the
+machine falls on all of them alike; the table shows the median of each figure.
 
 A loopback OpenAI-compatible server (tests/servers) answers every request after 50 ms, in its
 own process; each contender runs in a fresh process of its own, so CPU time and peak RSS are
@@ -23,6 +26,7 @@ import json
 import os
 import platform
 import resource
+from statistics import median
 import subprocess
 import sys
 import tempfile
@@ -151,6 +155,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="2000,20000")
     parser.add_argument("--memory-records", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per contender; medians are shown")
     parser.add_argument("--contender")
     parser.add_argument("--url")
     parser.add_argument("--n", type=int)
@@ -165,12 +170,16 @@ def main() -> None:
     rows = []
     try:
         for n in [int(s) for s in args.sizes.split(",")]:
+            runs: dict[str, list[dict]] = {kind: [] for kind in CONTENDERS}
+            for _ in range(args.repeat):
+                for kind in CONTENDERS:
+                    server_cpu = proc_cpu(server.pid)
+                    figures = run_one(kind, url, n)
+                    figures["server_cpu_s"] = proc_cpu(server.pid) - server_cpu
+                    runs[kind].append(figures)
             baseline = None
-            for kind in ("raw", "one-step", "three-step", "three+ann"):
-                server_cpu = proc_cpu(server.pid)
-                figures = run_one(kind, url, n)
-                figures["server_cpu_s"] = proc_cpu(server.pid) - server_cpu
-                figures["req_per_s"] = figures["requests"] / figures["elapsed_s"]
+            for kind in CONTENDERS:
+                figures = median_of(runs[kind])
                 baseline = baseline or figures["req_per_s"]
                 figures["ratio"] = figures["req_per_s"] / baseline
                 rows.append(figures)
@@ -179,14 +188,28 @@ def main() -> None:
         server.terminate()
         server.wait()
     if args.memory_records:
-        figures = run_one("memory", "", args.memory_records)
-        figures["req_per_s"] = figures["requests"] / figures["elapsed_s"]
+        figures = median_of([run_one("memory", "", args.memory_records) for _ in range(args.repeat)])
         figures["ratio"] = None
         figures["server_cpu_s"] = None
         rows.append(figures)
         print(row_text(figures), flush=True)
     if not args.no_write:
         write_results(rows)
+
+
+CONTENDERS = ("raw", "one-step", "three-step", "three+ann")
+
+
+def median_of(runs: list[dict]) -> dict:
+    """One row from repeated runs: the median of each rate and cost, the highest peak RSS."""
+    first = runs[0]
+    return {
+        "kind": first["kind"], "n": first["n"], "requests": first["requests"], "runs": len(runs),
+        "req_per_s": median([r["requests"] / r["elapsed_s"] for r in runs]),
+        "cpu_us": median([r["cpu_s"] / r["requests"] * 1e6 for r in runs]),
+        "rss_mb": max(r["rss_mb"] for r in runs),
+        "server_cpu_s": median([r["server_cpu_s"] for r in runs]) if first.get("server_cpu_s") is not None else None,
+    }
 
 
 HEADER = ("| contender | records | records/s | requests/s | × raw | CPU µs/request | peak RSS MB | server CPU s |\n"
@@ -196,14 +219,16 @@ HEADER = ("| contender | records | records/s | requests/s | × raw | CPU µs/req
 def row_text(f: dict) -> str:
     ratio = f"{f['ratio']:.2f}" if f.get("ratio") is not None else "-"
     server = f"{f['server_cpu_s']:.1f}" if f.get("server_cpu_s") is not None else "-"
-    return (f"| {f['kind']} | {f['n']:,} | {f['n'] / f['elapsed_s']:,.0f} | {f['req_per_s']:,.0f} | {ratio} | "
-            f"{f['cpu_s'] / f['requests'] * 1e6:,.0f} | {f['rss_mb']:,.0f} | {server} |")
+    records_per_s = f["req_per_s"] * f["n"] / f["requests"]
+    return (f"| {f['kind']} | {f['n']:,} | {records_per_s:,.0f} | {f['req_per_s']:,.0f} | {ratio} | "
+            f"{f['cpu_us']:,.0f} | {f['rss_mb']:,.0f} | {server} |")
 
 
 def write_results(rows: list[dict]) -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} CPU(s), Python {platform.python_version()}"
     text = (f"# Benchmark results\n\n{date.today().isoformat()} on {machine}.\n"
             f"Server: loopback OpenAI-compatible (tests/servers), {LATENCY_S * 1000:.0f} ms per request, own process.\n"
+            f"Each figure is the median of {rows[0]['runs']} runs (the highest, for peak RSS).\n"
             f"Produced by `make bench` (bench/throughput.py).\n\n{HEADER}\n"
             + "\n".join(row_text(r) for r in rows) + "\n")
     (REPO / "bench" / "RESULTS.md").write_text(text)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,21 @@ def file_state(path: Path, root: Path) -> FileState:
     return FileState(path=shown, sha256=sha256_path(path))
 
 
+def _import_statements(tree: ast.Module) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Every import statement, at any depth. Only statement bodies are walked (imports are
+    statements): a fraction of the nodes `ast.walk` visits, and run before every run and status."""
+    todo: list[ast.AST] = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+            continue
+        for name in ("body", "orelse", "finalbody", "handlers", "cases"):
+            inner = getattr(node, name, None)
+            if isinstance(inner, list):
+                todo.extend(inner)
+
+
 def local_imports(source: Path, pipelines_dir: Path) -> list[Path]:
     """The modules under `pipelines_dir` that `source` imports, directly or through each other."""
     found: list[Path] = []
@@ -129,15 +145,13 @@ def local_imports(source: Path, pipelines_dir: Path) -> list[Path]:
             tree = ast.parse(path.read_text(encoding="utf-8"))
         except (OSError, SyntaxError, ValueError):
             continue
-        for node in ast.walk(tree):
+        for node in _import_statements(tree):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 names = [base] if base else []
                 names += [f"{base}.{alias.name}".strip(".") for alias in node.names]
-            else:
-                continue
             for name in names:
                 if name.startswith("pipelines."):
                     name = name[len("pipelines."):]

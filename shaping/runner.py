@@ -225,9 +225,10 @@ def quiet_collector() -> Iterator[None]:
     """Keep the garbage collector off what existed before the run (modules, classes, config)
     and let it run less often: a run allocates millions of short-lived objects, and each
     collection walks what is alive, again and again. Measured (bench/): 580 -> 420 us of CPU
-    per request on the one-step benchmark."""
+    per request on the one-step benchmark. No collection first: it took 30 ms of every run
+    (far more beside a loaded torch), and whatever garbage is frozen is collectable again
+    once the run unfreezes it."""
     thresholds = gc.get_threshold()
-    gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 50, 50)
     try:

@@ -178,3 +178,26 @@ def test_outside_a_git_repository_the_manifest_says_so_and_inside_it_records_the
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
     git = run(project, "alpha", output=tmp_path / "again.jsonl").manifest.git
     assert git.commit == commit and git.dirty is True  # training/ was written since the commit
+
+
+def test_local_imports_are_found_at_any_depth(tmp_path):
+    from shaping.manifest import local_imports
+
+    pipelines = tmp_path / "pipelines"
+    (pipelines / "pkg").mkdir(parents=True)
+    for name in ("top.py", "in_function.py", "in_handler.py", "in_else.py", "in_match.py", "chained.py",
+                 "pkg/__init__.py", "unused.py"):
+        (pipelines / name).write_text("")
+    (pipelines / "in_function.py").write_text("import chained\n")
+    source = pipelines / "p.py"
+    source.write_text(
+        "import top, os\n"
+        "class P:\n    def task(self):\n        from pipelines.in_function import x\n"
+        "try:\n    pass\nexcept ImportError:\n    import in_handler\n"
+        "if False:\n    pass\nelse:\n    from pkg import thing\n"
+        "for _ in ():\n    pass\nelse:\n    import in_else\n"
+        "match 1:\n    case 1:\n        import in_match\n"
+        "value = [i for i in 'import unused']\n")
+    found = {p.relative_to(pipelines).as_posix() for p in local_imports(source, pipelines)}
+    assert found == {"top.py", "in_function.py", "chained.py", "in_handler.py", "pkg/__init__.py",
+                     "in_else.py", "in_match.py"}
