@@ -395,3 +395,36 @@ def test_ray_executor_without_ray_says_how_to_install_it(project, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
     with pytest.raises(ShapingError, match=r"--executor ray needs Ray: pip install 'shaping\[ray\]'"):
         run_pipeline(Mixed(project), executor="ray")
+
+
+def test_workers_bound_the_records_in_flight_and_records_are_read_as_needed(tmp_path):
+    from tests.conftest import write_project
+
+    project = write_project(tmp_path, '[models.slow]\nprovider = "mock"\nmodel = "m"\n'
+                                      '[models.slow.options]\nlatency_s = 0.02\n')
+    seen = {"in_flight": 0, "peak": 0, "read": 0, "read_ahead": 0, "done": 0}
+
+    class Bounded(Pipeline):
+        name = "bounded"
+        workers = 3
+        slow = Pipeline.model_dep("slow")
+
+        def run(self):
+            def records():  # no len(): read one at a time
+                for i in range(20):
+                    seen["read"] += 1
+                    seen["read_ahead"] = max(seen["read_ahead"], seen["read"] - seen["done"])
+                    yield {"id": f"r{i}"}
+            return self.run_task(self.task, records=records())
+
+        def task(self, record):
+            seen["in_flight"] += 1
+            seen["peak"] = max(seen["peak"], seen["in_flight"])
+            answer = yield model_request(record["id"], model=self.slow)
+            seen["in_flight"] -= 1
+            seen["done"] += 1
+            return qa(record["id"], record["id"], answer.get_text())
+
+    result = run_pipeline(Bounded(project))
+    assert [s["id"] for s in read_jsonl(result.paths.samples)] == [f"r{i}" for i in range(20)]
+    assert seen["peak"] == 3 and seen["read_ahead"] <= 3

@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 import pydantic_core
+from anyio.abc import TaskGroup
 
 from shaping.config import Project
 from shaping.dispatch.cache import FLUSH_INTERVAL_S, RequestCache, request_key
@@ -195,7 +196,6 @@ class Dispatcher:
         needed and each result is written out as soon as those before it are done, so memory
         holds only the records in flight. Samples come back in input order (read from disk);
         failed records go to `self.errors`, also in input order."""
-        total = None
         if hasattr(records, "__len__"):
             total = len(records) if limit is None else min(limit, len(records))
             self.stats.records_total = (self.stats.records_total or 0) + total
@@ -212,10 +212,17 @@ class Dispatcher:
                 self._write(samples, *waiting.pop(next_out))
                 next_out += 1
 
-        async def worker() -> None:
-            # `workers` of these share one iterator of records: a record is read when a worker
-            # is free for it, and no task is created per record
+        started = 0
+
+        async def worker(tg: TaskGroup) -> None:
+            # up to `workers` of these share one iterator of records: a record is read when a
+            # worker is free for it, and no task is created per record. Each record taken starts
+            # one more worker until there are `workers`, so a short run starts only a few.
+            nonlocal started
             for index, record in numbered:
+                if started < self.workers:
+                    started += 1
+                    tg.start_soon(worker, tg)
                 record_id = record_id_of(record, first_index + index)
 
                 def answer(request: ModelRequest, step: int, record_id: str = record_id) -> Any:
@@ -229,11 +236,10 @@ class Dispatcher:
                 else:
                     self.stats.samples += len(outcome.samples)
 
-        count = self.workers if total is None else max(1, min(self.workers, total))
         try:
             async with anyio.create_task_group() as tg:
-                for _ in range(count):
-                    tg.start_soon(worker)
+                started = 1
+                tg.start_soon(worker, tg)
         except BaseExceptionGroup as group:
             fatal = find_fatal(group)
             if fatal is not None:
