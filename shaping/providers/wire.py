@@ -28,8 +28,10 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 import httptools
 
+from shaping import __version__
+
 KEEPALIVE_S = 15.0  # an idle connection older than this is closed rather than reused
-USER_AGENT = "shaping (https://github.com/shaping)"
+USER_AGENT = f"shaping/{__version__}"
 
 
 class TransportError(Exception):
