@@ -20,9 +20,6 @@ class TrainingSample(BaseModel):
     messages: list[LLMMessage]
     metadata: dict[str, Any] = Field(default_factory=dict)
 
-    def minimal(self) -> dict[str, Any]:
-        return {"id": self.id, "messages": [m.model_dump() for m in self.messages]}
-
 
 class Step(BaseModel):
     """One request and its response, as sent and as received."""

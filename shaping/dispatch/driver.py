@@ -32,7 +32,7 @@ class Outcome:
     started_at: datetime
     completed_at: datetime | None = None
     samples: list[TrainingSample] = field(default_factory=list)
-    #: (index, request, params as sent, response, repair) per step; made into `Step`s when written
+    #: (index, request, params as sent, response, repair) per step; written as `Step` fields
     raw_steps: list[tuple] = field(default_factory=list)
     error_type: str | None = None
     message: str | None = None
@@ -40,7 +40,7 @@ class Outcome:
 
     @property
     def steps(self) -> list[Step]:
-        return [_step(*raw) for raw in self.raw_steps]
+        return [Step(**step_fields(*raw)) for raw in self.raw_steps]
 
 
 def now() -> datetime:
@@ -157,10 +157,6 @@ def step_fields(index: int, request: ModelRequest, params: dict[str, Any], respo
         "cost_usd": response.cost_usd,
         "repair": repair,
     }
-
-
-def _step(*raw: Any) -> Step:
-    return Step(**step_fields(*raw))
 
 
 def _as_samples(result: Any, task, record_id: str) -> list[TrainingSample]:

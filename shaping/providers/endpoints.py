@@ -21,7 +21,6 @@ class Endpoint:
     failures: int = 0
     out_until: float = 0.0
     ejections: int = 0
-    sent: int = 0
 
 
 class Endpoints:
@@ -42,7 +41,6 @@ class Endpoints:
             n = len(healthy)
             chosen = min((healthy[(self._turn + i) % n] for i in range(n)), key=lambda e: e.outstanding)
         chosen.outstanding += 1
-        chosen.sent += 1
         return chosen
 
     def done(self, endpoint: Endpoint, failed: bool) -> None:

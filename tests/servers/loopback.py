@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from tests.servers.background import BackgroundServer
+
 
 @dataclass
 class Fault:
@@ -53,7 +55,7 @@ def echo(received: Received) -> str:
 
 
 @dataclass
-class LoopbackServer:
+class LoopbackServer(BackgroundServer):
     api: Literal["openai", "anthropic"] = "openai"
     api_key: str | None = None
     latency_s: float = 0.0
@@ -65,9 +67,6 @@ class LoopbackServer:
         self._faults: deque[Fault] = deque()
         self._rules: list[tuple[Callable[[Received], bool], Fault]] = []
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
         self.in_flight = 0
         self.peak_in_flight = 0
 
@@ -92,33 +91,9 @@ class LoopbackServer:
             self._faults.clear()
             self._rules.clear()
 
-    def __enter__(self) -> "LoopbackServer":
-        self.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("loopback server did not start")
-
-    def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-            self._thread.join(10)
-
     # -- serving --------------------------------------------------------------------------------
 
-    def _serve(self, ready: threading.Event) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._loop.run_until_complete(self._main(ready))
-
-    async def _main(self, ready: threading.Event) -> None:
-        self._stop = asyncio.Event()
+    async def listen(self):
         app = web.Application()
         app.router.add_post("/v1/chat/completions" if self.api == "openai" else "/v1/messages", self._handle)
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
@@ -126,9 +101,7 @@ class LoopbackServer:
         site = web.TCPSite(runner, "127.0.0.1", self.port, backlog=2048, ssl_context=self.tls)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
-        ready.set()
-        await self._stop.wait()
-        await runner.cleanup()
+        return runner.cleanup
 
     def _fault_for(self, received: Received) -> Fault | None:
         with self._lock:

@@ -5,45 +5,28 @@ tell that traffic went through it and with which credentials."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from urllib.parse import urlsplit
 
+from tests.servers.background import BackgroundServer
 
-class ForwardProxy:
+
+class ForwardProxy(BackgroundServer):
     def __init__(self) -> None:
-        self.port = 0
         self.request_lines: list[str] = []
         self.credentials: list[str | None] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> "ForwardProxy":
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("proxy did not start")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    def _serve(self, ready: threading.Event) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._loop.run_until_complete(self._main(ready))
-
-    async def _main(self, ready: threading.Event) -> None:
-        self._stop = asyncio.Event()
+    async def listen(self):
         server = await asyncio.start_server(self._client, "127.0.0.1", 0)
         self.port = server.sockets[0].getsockname()[1]
-        ready.set()
-        await self._stop.wait()
-        server.close()
+
+        async def clean_up() -> None:
+            server.close()
+
+        return clean_up
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
