@@ -34,6 +34,10 @@ class ModelConfig(BaseModel):
     retry_max_wait_s: float = Field(default=60.0, ge=0)
     price_per_million_input: float | None = Field(default=None, ge=0)
     price_per_million_output: float | None = Field(default=None, ge=0)
+    #: input tokens read from the provider's prompt cache (default: the input price)
+    price_per_million_cached_input: float | None = Field(default=None, ge=0)
+    #: input tokens written to the provider's prompt cache (default: the input price)
+    price_per_million_cache_write: float | None = Field(default=None, ge=0)
     params: dict[str, Any] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
 

@@ -76,8 +76,9 @@ def summary(result, console: Console) -> None:
     for column in columns:
         table.add_column(column, justify="left" if column == "model" else "right", no_wrap=True)
     for model, u in m.usage.items():
-        row = [model, f"{u.requests:,}", f"{u.cached:,}", f"{u.failed:,}",
-               f"{u.prompt_tokens:,}", f"{u.completion_tokens:,}"]
+        tokens_in = f"{u.prompt_tokens:,}" + (f" ({u.cached_tokens:,} cached)" if u.cached_tokens else "")
+        tokens_out = f"{u.completion_tokens:,}" + (f" ({u.reasoning_tokens:,} reasoning)" if u.reasoning_tokens else "")
+        row = [model, f"{u.requests:,}", f"{u.cached:,}", f"{u.failed:,}", tokens_in, tokens_out]
         if priced:
             row.append("-" if u.cost_usd is None else f"${u.cost_usd:,.4f}")
         table.add_row(*row)

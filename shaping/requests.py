@@ -3,29 +3,129 @@
 A task yields `ModelRequest`s (built with `model_request`). The dispatcher merges the model's
 default params into an `LLMRequest` and hands it to the model's provider, which returns a
 `ModelResponse`. Nothing here knows which provider is on the other side.
+
+Messages have OpenAI's shape (the shape of chat training data): `role` (system, user,
+assistant, tool), `content` (a string or a list of text / image_url parts), and where they
+apply `reasoning_content` and `tool_calls` (assistant) or `tool_call_id` and `name` (tool).
+Fields left unset are not written.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, model_serializer,
+    model_validator,
+)
 
 from shaping.errors import PipelineError
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "refusal"]
 
 
-class LLMMessage(BaseModel):
+class Outcome(StrEnum):
+    """What an answer that came back may be besides a usable one. `get_text()` and
+    `as_message()` raise `PipelineError` with one of these as its type unless the request
+    allowed it (`model_request(..., allow={"truncated"})`)."""
+
+    REFUSAL = "refusal"
+    CONTENT_FILTER = "content_filter"
+    TRUNCATED = "truncated"
+    EMPTY = "empty"
+
+
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+
+class _Compact(_Strict):
+    """Written without the fields left unset (None), `content` always: `{"role": "user", "content": "hi"}`."""
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None or k == "content"}
+
+
+class TextPart(_Strict):
+    type: Literal["text"]
+    text: str
+
+
+class ImageURL(_Compact):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImagePart(_Strict):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+ContentPart = TextPart | ImagePart
+
+
+class FunctionCall(_Strict):
+    name: str
+    #: the arguments as the model wrote them: a JSON object, as a string (OpenAI's shape)
+    arguments: str
+
+
+class ToolCall(_Strict):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class LLMMessage(_Compact):
     role: Role
-    content: str
+    content: str | list[ContentPart] | None = None
+    #: assistant: the model's chain of thought, kept apart from the answer
+    reasoning_content: str | None = None
+    #: assistant: the tools it called
+    tool_calls: list[ToolCall] | None = None
+    #: tool: which call this answers
+    tool_call_id: str | None = None
+    #: tool: the function's name (optional)
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _check_role_fields(self) -> "LLMMessage":
+        role = self.role
+        if role != "assistant" and (self.reasoning_content is not None or self.tool_calls):
+            raise ValueError(f"only an assistant turn has reasoning_content or tool_calls (role is {role})")
+        if role == "tool":
+            if not self.tool_call_id:
+                raise ValueError("a tool turn needs tool_call_id (the id of the call it answers)")
+        elif self.tool_call_id is not None:
+            raise ValueError(f"only a tool turn has tool_call_id (role is {role})")
+        if self.content is None and not (role == "assistant" and self.tool_calls):
+            raise ValueError(f"a {role} turn needs content (only an assistant turn with tool_calls may have none)")
+        return self
+
+    def key(self) -> list | dict:
+        """What identifies this turn (cache keys, the mock's digest): `[role, content]` for a
+        plain text turn, every field otherwise."""
+        if (isinstance(self.content, str) and self.reasoning_content is None and self.tool_calls is None
+                and self.tool_call_id is None and self.name is None):
+            return [self.role, self.content]
+        return self.model_dump()
+
+    @property
+    def text(self) -> str:
+        """The content's text: the string, or its text parts joined."""
+        if isinstance(self.content, str):
+            return self.content
+        if not self.content:
+            return ""
+        return "".join(p.text for p in self.content if isinstance(p, TextPart))
 
 
 class LLMRequest(BaseModel):
-    """What a provider receives: the whole conversation, the merged params, and metadata
-    (pipeline, record id, step index) that providers may log but must not send."""
+    """What a provider receives: the whole conversation, the params as they will be sent, and
+    metadata (pipeline, record id, step index) that providers may log but must not send."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -36,7 +136,8 @@ class LLMRequest(BaseModel):
 
 class ModelRequest(BaseModel):
     """What a task yields: which model (by its name in shaping.toml) and what to send; with a
-    `response_model`, the JSON shape the answer must have (see `shaping.structured`)."""
+    `response_model`, the JSON shape the answer must have (see `shaping.structured`).
+    `metadata` stays here: it is recorded with the step, never sent."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -45,13 +146,24 @@ class ModelRequest(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     response_model: Any = Field(default=None, exclude=True)
     max_repairs: int = Field(default=2, ge=0)
+    allow: frozenset[Outcome] = frozenset()
+    metadata: dict[str, Any] = Field(default_factory=dict)
 
 
 class Usage(BaseModel):
+    """Tokens of one answer. `prompt_tokens` counts every input token (cached and cache writes
+    included); `completion_tokens` every output token (reasoning included)."""
+
     model_config = ConfigDict(extra="forbid")
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    #: input tokens read from the provider's prompt cache
+    cached_tokens: int = 0
+    #: input tokens written to the provider's prompt cache (Anthropic)
+    cache_write_tokens: int = 0
+    #: output tokens spent on reasoning
+    reasoning_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -71,43 +183,105 @@ class ResponseError(BaseModel):
 
 
 class ModelResponse(BaseModel):
+    """What the model said, all of it: `text`, `reasoning`, `tool_calls`, `refusal`, the
+    normalised `finish_reason`, usage and cost; or an `error`."""
+
     model_config = ConfigDict(extra="forbid")
 
     text: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    refusal: str | None = None
     error: ResponseError | None = None
     usage: Usage = Field(default_factory=Usage)
     model: str = ""
-    finish_reason: str | None = None
+    finish_reason: FinishReason | None = None
     latency_s: float = 0.0
     attempts: int = 1
     cached: bool = False
     cost_usd: float | None = None
     #: with `response_model`: the validated object (or decoded JSON for a schema dict)
     parsed: Any = Field(default=None, exclude=True)
+    #: the outcomes the request allowed (set by the dispatcher; never stored)
+    allow: frozenset[Outcome] = Field(default=frozenset(), exclude=True)
 
     @property
     def is_success(self) -> bool:
         return self.error is None
 
-    def get_text(self) -> str:
-        """The answer's text. On a failed response this raises `PipelineError` with the
-        response's error type, so an unchecked failure becomes an error record, never a sample."""
+    @property
+    def outcome(self) -> Outcome | None:
+        """Why this answer is not a usable assistant turn as it stands, or None."""
+        if self.refusal is not None or self.finish_reason == "refusal":
+            return Outcome.REFUSAL
+        if self.finish_reason == "content_filter":
+            return Outcome.CONTENT_FILTER
+        if self.finish_reason == "length":
+            return Outcome.TRUNCATED
+        if not (self.text or "").strip() and not self.tool_calls:
+            return Outcome.EMPTY
+        return None
+
+    def check(self) -> "ModelResponse":
+        """Raise `PipelineError` for a failed request, or for an answer that is refused,
+        filtered, cut off or empty unless the request allowed that; else return self."""
         if self.error is not None:
             raise PipelineError(
                 f"request to {self.model or 'model'} failed after {self.attempts} attempt(s): "
                 f"{self.error.message}",
                 error_type=self.error.type,
             )
-        return self.text or ""
+        outcome = self.outcome
+        if outcome is not None and outcome not in self.allow:
+            raise PipelineError(f"{self.model or 'the model'} {_OUTCOME_TEXT[outcome](self)} (to keep such "
+                                f"answers, pass allow={{'{outcome}'}} to model_request)", error_type=outcome)
+        return self
+
+    def get_text(self) -> str:
+        """The answer's text. Raises `PipelineError` (see `check`) rather than give the text of
+        a failed, refused, filtered, cut-off or empty answer, so it never becomes a sample."""
+        return self.check().text or ""
 
     def get_parsed(self) -> Any:
-        """The structured answer (`response_model` requests); raises like `get_text` on failure."""
-        self.get_text()
+        """The structured answer (`response_model` requests); raises like `get_text`."""
+        self.check()
         return self.parsed
+
+    def as_message(self, reasoning: bool = True) -> dict[str, Any]:
+        """The whole assistant turn: content, `reasoning_content` and `tool_calls` (checked like
+        `get_text`). `reasoning=False` leaves the reasoning out."""
+        self.check()
+        message: dict[str, Any] = {"role": "assistant", "content": self.text or ""}
+        if reasoning and self.reasoning:
+            message["reasoning_content"] = self.reasoning
+        if self.tool_calls:
+            message["tool_calls"] = [c.model_dump() for c in self.tool_calls]
+        return message
 
     @classmethod
     def failure(cls, type: str, message: str, *, model: str = "", **fields: Any) -> "ModelResponse":
         return cls(error=ResponseError(type=type, message=message, **fields), model=model)
+
+
+_OUTCOME_TEXT = {
+    Outcome.REFUSAL: lambda r: f"refused: {(r.refusal or r.text or '').strip()[:200]!r}",
+    Outcome.CONTENT_FILTER: lambda r: "answer was stopped by the provider's content filter",
+    Outcome.TRUNCATED: lambda r: (f"answer was cut off at the token limit ({r.usage.completion_tokens} "
+                                  f"tokens{', all reasoning' if r.reasoning and not (r.text or '').strip() else ''}); "
+                                  f"raise max_tokens"),
+    Outcome.EMPTY: lambda r: "answered with no text and no tool calls",
+}
+
+#: params that ask for a streamed answer: shaping reads whole answers
+STREAMING_PARAMS = ("stream", "stream_options")
+
+
+def streaming_problem(params: dict[str, Any]) -> str | None:
+    """Why these params cannot be sent, or None."""
+    if params.get("stream") or "stream_options" in params:
+        return ("streaming is not supported (shaping reads each answer whole, caches it and retries it); "
+                "remove 'stream'/'stream_options'")
+    return None
 
 
 def _as_messages(messages: Any) -> list[LLMMessage]:
@@ -124,11 +298,14 @@ def _as_messages(messages: Any) -> list[LLMMessage]:
             out.append(m)
         elif isinstance(m, dict):
             try:
-                out.append(LLMMessage(**m))
-            except Exception as exc:  # pydantic's message is long; keep the essential
+                out.append(LLMMessage.model_validate(m))
+            except ValidationError as exc:  # pydantic's message is long; keep the essential
+                first = exc.errors(include_url=False)[0]
+                where = ".".join(str(p) for p in first["loc"])
                 raise ValueError(
-                    f"model_request: messages[{i}] must be {{role: system|user|assistant, "
-                    f"content: str}}, got {m!r:.120}"
+                    f"model_request: messages[{i}]{'.' + where if where else ''}: {first['msg']} "
+                    f"(a message is {{role: system|user|assistant|tool, content: str or parts, ...}}; "
+                    f"got {m!r:.120})"
                 ) from exc
         else:
             raise TypeError(f"model_request: messages[{i}] is {type(m).__name__}, expected a dict")
@@ -149,6 +326,16 @@ def model_name_of(model: Any) -> str:
     )
 
 
+def _as_outcomes(allow: Any) -> frozenset[Outcome]:
+    if isinstance(allow, str):
+        allow = {allow}
+    try:
+        return frozenset(Outcome(a) for a in allow or ())
+    except ValueError:
+        raise ValueError(f"model_request: allow: expected some of {', '.join(o.value for o in Outcome)}, "
+                         f"got {sorted(map(str, allow))}") from None
+
+
 def model_request(
     messages: Any,
     model: Any,
@@ -156,23 +343,39 @@ def model_request(
     max_tokens: int | None = None,
     response_model: Any = None,
     max_repairs: int = 2,
+    tools: list[dict[str, Any]] | None = None,
+    tool_choice: Any = None,
+    allow: Any = (),
+    metadata: dict[str, Any] | None = None,
     **params: Any,
 ) -> ModelRequest:
     """Build one request for a task to `yield`.
 
-    `messages` is a list of `{"role", "content"}` (or `LLMMessage`), or a string for a single
-    user turn. Params left as None fall back to the model's defaults in shaping.toml.
+    `messages` is a list of messages (dicts or `LLMMessage`), or a string for a single user
+    turn. Params left as None fall back to the model's defaults in shaping.toml.
     `response_model` (a pydantic model class or a JSON schema dict) asks for JSON of that shape,
     checked and sent back for repair up to `max_repairs` times; the answer's `.parsed` holds it.
+    `tools` (OpenAI's `[{"type": "function", "function": {name, description, parameters}}]`)
+    and `tool_choice` offer tools; the answer's `tool_calls` holds the calls.
+    `allow` names answers that may become samples as they are: `"truncated"`, `"empty"`,
+    `"refusal"`, `"content_filter"` (by default `get_text()` raises for them).
+    `metadata` is recorded with the step and never sent.
     """
     if response_model is not None:
         from shaping.structured import schema_of
 
         schema_of(response_model)  # a bad response_model fails here, in the task that made it
+    if (problem := streaming_problem(params)) is not None:
+        raise ValueError(f"model_request: {problem}")
     if temperature is not None:
         params["temperature"] = temperature
     if max_tokens is not None:
         params["max_tokens"] = max_tokens
+    if tools is not None:
+        params["tools"] = tools
+    if tool_choice is not None:
+        params["tool_choice"] = tool_choice
     params = {k: v for k, v in params.items() if v is not None}
     return ModelRequest(model=model_name_of(model), messages=_as_messages(messages), params=params,
-                        response_model=response_model, max_repairs=max_repairs)
+                        response_model=response_model, max_repairs=max_repairs,
+                        allow=_as_outcomes(allow), metadata=metadata or {})

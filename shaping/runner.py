@@ -207,7 +207,7 @@ def _lines(samples: list[TrainingSample], annotate: bool) -> Iterable[str]:
         if annotate:
             yield sample.model_dump_json(fallback=str)
         else:
-            yield sample.model_dump_json(include={"id", "messages"})
+            yield sample.minimal_json().decode()
 
 
 def event_loop_options() -> dict[str, Any]:

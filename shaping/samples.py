@@ -7,18 +7,25 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shaping.requests import LLMMessage, ResponseError, Usage
+from shaping.requests import LLMMessage, ResponseError, ToolCall, Usage
 
 
 class TrainingSample(BaseModel):
-    """One training conversation. Minimal output is exactly `{"id", "messages"}`;
-    `metadata` appears only in annotated output."""
+    """One training conversation. Minimal output is exactly `{"id", "messages"}`, plus `tools`
+    (the JSON schemas of the tools offered, as TRL and OpenAI fine-tuning take them) when
+    given; `metadata` appears only in annotated output."""
 
     model_config = ConfigDict(extra="forbid")
 
     id: str
     messages: list[LLMMessage]
+    tools: list[dict[str, Any]] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    def minimal_json(self) -> bytes:
+        """The line minimal output writes."""
+        include = {"id", "messages", "tools"} if self.tools is not None else {"id", "messages"}
+        return self.model_dump_json(include=include).encode()
 
 
 class Step(BaseModel):
@@ -31,6 +38,9 @@ class Step(BaseModel):
     messages: list[LLMMessage]
     params: dict[str, Any]
     text: str | None
+    reasoning: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    refusal: str | None = None
     error: ResponseError | None
     usage: Usage
     finish_reason: str | None
@@ -40,6 +50,8 @@ class Step(BaseModel):
     cost_usd: float | None = None
     #: 0 for a request as the task made it; 1, 2... for structured-output repairs of it
     repair: int = 0
+    #: `model_request(..., metadata=...)`: recorded here, never sent
+    metadata: dict[str, Any] = Field(default_factory=dict)
 
 
 class AnnotatedTrainingSample(TrainingSample):

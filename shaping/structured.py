@@ -2,7 +2,9 @@
 
 `model_request(..., response_model=Answer)` (a pydantic model) or `response_model={...}` (a JSON
 schema) makes the dispatcher ask for JSON — through `response_format` where the provider
-supports it, else with the schema appended to the prompt — then parse and validate the reply.
+supports it, and with the schema appended to the prompt wherever the endpoint may ignore
+`response_format` — then parse and validate the reply (pydantic for a class, `jsonschema` for
+a dict). Every repair turn carries the schema again.
 A reply that fails is sent back with the validation error, up to `max_repairs` times; every
 attempt is a step. The answer's `parsed` holds the object (a model instance, or the decoded
 JSON for a schema); a reply still wrong after the repairs is a failed response of type
@@ -24,6 +26,7 @@ def schema_of(response_model: Any) -> dict[str, Any]:
     if isinstance(response_model, type) and issubclass(response_model, BaseModel):
         return response_model.model_json_schema()
     if isinstance(response_model, dict):
+        check_schema(response_model)
         return response_model
     raise TypeError(f"response_model must be a pydantic model class or a JSON schema dict, got {response_model!r:.80}")
 
@@ -41,7 +44,10 @@ def instruction(response_model: Any) -> str:
 
 
 def parse(response_model: Any, text: str) -> tuple[Any, str | None]:
-    """(the parsed value, None) or (None, what is wrong, in one paragraph for the model)."""
+    """(the parsed value, None) or (None, what is wrong, in one paragraph for the model).
+
+    A pydantic class validates with its own rules; a schema dict is checked by `jsonschema`
+    (`$ref`s, formats, every keyword of its draft)."""
     match = FENCE.match(text)
     body = match.group(1) if match else text.strip()
     try:
@@ -55,41 +61,43 @@ def parse(response_model: Any, text: str) -> tuple[Any, str | None]:
             problems = [f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
                         for e in exc.errors(include_url=False)]
             return None, "The JSON does not match the schema: " + "; ".join(problems) + "."
-    problem = _check_schema(data, response_model)
-    return (data, None) if problem is None else (None, f"The JSON does not match the schema: {problem}.")
+    problems = [_describe(e) for e in _validator(response_model).iter_errors(data)]
+    if problems:
+        return None, "The JSON does not match the schema: " + "; ".join(sorted(problems)[:5]) + "."
+    return data, None
 
 
-def repair_prompt(problem: str) -> str:
-    return f"{problem}\nReturn the whole corrected JSON, and nothing else."
+def repair_prompt(problem: str, response_model: Any) -> str:
+    """The turn that sends a wrong reply back: what is wrong, and the schema again."""
+    return (f"{problem}\nReturn the whole corrected JSON, and nothing else. It must match this JSON schema:\n"
+            + json.dumps(schema_of(response_model), ensure_ascii=False))
 
 
-def _check_schema(data: Any, schema: dict[str, Any], where: str = "(top level)") -> str | None:
-    """A small structural check for plain JSON schemas: types, required keys, enums, bounds."""
-    kinds = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float),
-             "boolean": bool, "null": type(None)}
-    kind = schema.get("type")
-    if kind in kinds and (not isinstance(data, kinds[kind]) or (kind in ("integer", "number") and isinstance(data, bool))):
-        return f"{where}: expected {kind}, got {type(data).__name__}"
-    if "enum" in schema and data not in schema["enum"]:
-        return f"{where}: expected one of {schema['enum']}, got {data!r}"
-    if isinstance(data, (int, float)) and not isinstance(data, bool):
-        if "minimum" in schema and data < schema["minimum"]:
-            return f"{where}: {data} is below the minimum {schema['minimum']}"
-        if "maximum" in schema and data > schema["maximum"]:
-            return f"{where}: {data} is above the maximum {schema['maximum']}"
-    if isinstance(data, dict):
-        for key in schema.get("required", []):
-            if key not in data:
-                return f"{where}: missing required key '{key}'"
-        for key, sub in schema.get("properties", {}).items():
-            if key in data and (problem := _check_schema(data[key], sub, key if where == "(top level)" else f"{where}.{key}")):
-                return problem
-    if isinstance(data, list):
-        if len(data) < schema.get("minItems", 0):
-            return f"{where}: expected at least {schema['minItems']} items, got {len(data)}"
-        if "maxItems" in schema and len(data) > schema["maxItems"]:
-            return f"{where}: expected at most {schema['maxItems']} items, got {len(data)}"
-        for i, item in enumerate(data):
-            if problem := _check_schema(item, schema.get("items", {}), f"{where}[{i}]"):
-                return problem
-    return None
+#: schema (as canonical JSON) -> its checked validator: a pipeline asks with the same few
+#: schemas thousands of times
+_VALIDATORS: dict[str, Any] = {}
+
+
+def check_schema(schema: dict[str, Any]) -> None:
+    """Raise ValueError when `schema` is not a valid JSON schema."""
+    _validator(schema)
+
+
+def _validator(schema: dict[str, Any]) -> Any:
+    key = json.dumps(schema, sort_keys=True, default=str)
+    validator = _VALIDATORS.get(key)
+    if validator is None:
+        import jsonschema
+
+        cls = jsonschema.validators.validator_for(schema)
+        try:
+            cls.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"response_model is not a valid JSON schema: {exc.message}") from exc
+        validator = _VALIDATORS[key] = cls(schema, format_checker=cls.FORMAT_CHECKER)
+    return validator
+
+
+def _describe(error: Any) -> str:
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
+    return f"{where or '(top level)'}: {error.message}"

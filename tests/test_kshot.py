@@ -236,4 +236,6 @@ def test_transformers_chat_template_renders_the_examples_in_order(tmp_path):
     positions = [rendered.index(m["content"]) for m in conversation]
     assert positions == sorted(positions)
     result = run_pipeline(pipeline, limit=2)
-    assert result.manifest.counts.samples == 2
+    # 4 new tokens of a random model never reach its eos: cut off, so error records, not samples
+    assert result.manifest.counts.records == 2
+    assert result.manifest.counts.errors == {"truncated": 2} and result.manifest.counts.samples == 0

@@ -60,7 +60,7 @@ def test_samples_and_errors_in_input_order(project):
 def test_annotated_output_has_provenance(project):
     result = run_pipeline(Mixed(project), annotate=True)
     sample = read_jsonl(result.paths.samples)[0]
-    assert set(sample) == {"id", "messages", "metadata", "input_data", "steps", "pipeline_commit",
+    assert set(sample) == {"id", "messages", "tools", "metadata", "input_data", "steps", "pipeline_commit",
                            "started_at", "completed_at"}
     step = sample["steps"][0]
     request = LLMRequest(messages=[{"role": "user", "content": "question 0"}])

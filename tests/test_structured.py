@@ -91,7 +91,9 @@ def test_a_json_schema_dict_works_too(tmp_path):
         samples, errors = run(project_with(tmp_path, server), response_model=SCHEMA)
     assert errors == []
     assert json.loads(samples[0]["messages"][1]["content"]) == {"tags": ["one", "two"]}
-    assert "tags: expected at least 2 items, got 1" in samples[0]["steps"][1]["messages"][-1]["content"]
+    repair = samples[0]["steps"][1]["messages"][-1]["content"]
+    assert "tags: ['one'] is too short" in repair
+    assert '"minItems": 2' in repair  # the schema goes back with every repair turn
 
 
 def test_without_response_format_the_schema_goes_in_the_prompt(tmp_path, monkeypatch):

@@ -44,7 +44,7 @@ CREATE INDEX IF NOT EXISTS answers_pipeline ON answers (pipeline);
 
 def request_key(fingerprint: str, messages: list[LLMMessage], params: dict, record_id: str, step: int) -> str:
     payload = orjson.dumps(
-        [fingerprint, [[m.role, m.content] for m in messages], params, record_id, step],
+        [fingerprint, [m.key() for m in messages], params, record_id, step],
         option=orjson.OPT_SORT_KEYS, default=str,
     )
     return hashlib.sha256(payload).hexdigest()
@@ -53,7 +53,7 @@ def request_key(fingerprint: str, messages: list[LLMMessage], params: dict, reco
 def answer_row(key: str, pipeline: str, model: str, record_id: str, step: int,
                messages: list[LLMMessage], params: dict, response: ModelResponse) -> tuple:
     """One `answers` row: the request as sent (readable, for `isf cache` and tests) and the response."""
-    turns = [{"role": m.role, "content": m.content} for m in messages]
+    turns = [m.model_dump() for m in messages]
     request = orjson.dumps({"messages": turns, "params": params}, default=str).decode()
     return (key, pipeline, model, record_id, step, request, response.model_dump_json(), time.time())
 

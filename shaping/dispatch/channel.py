@@ -20,7 +20,23 @@ from shaping.dispatch.retry import RetryableFailure, retrying
 from shaping.dispatch.stats import RunStats
 from shaping.manifest import model_state
 from shaping.providers.base import Provider
-from shaping.requests import LLMRequest, ModelResponse, ResponseError
+from shaping.config import ModelConfig
+from shaping.requests import LLMRequest, ModelResponse, ResponseError, Usage
+
+
+def cost_of(config: ModelConfig, usage: Usage) -> float | None:
+    """What an answer cost at the model's prices: cache reads and writes at theirs (the input
+    price when not given), reasoning tokens as output tokens. None when no price is set."""
+    cin, cout = config.price_per_million_input, config.price_per_million_output
+    if cin is None and cout is None:
+        return None
+    cin = cin or 0.0
+    cached = config.price_per_million_cached_input
+    write = config.price_per_million_cache_write
+    fresh = max(0, usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens)
+    return (fresh * cin + usage.cached_tokens * (cin if cached is None else cached)
+            + usage.cache_write_tokens * (cin if write is None else write)
+            + usage.completion_tokens * (cout or 0.0)) / 1e6
 
 
 def _retryable(response: ModelResponse) -> bool:
@@ -116,12 +132,8 @@ class ModelChannel:
         return results
 
     def _price(self, responses: list[ModelResponse]) -> None:
-        config = self.provider.config
-        if config.price_per_million_input is None and config.price_per_million_output is None:
-            return
         for r in responses:
-            r.cost_usd = (r.usage.prompt_tokens * (config.price_per_million_input or 0.0)
-                          + r.usage.completion_tokens * (config.price_per_million_output or 0.0)) / 1e6
+            r.cost_usd = cost_of(self.provider.config, r.usage)
 
     async def _call(self, requests: list[LLMRequest]) -> list[ModelResponse]:
         if self._limits.active:

@@ -26,7 +26,11 @@ from shaping.dispatch.stats import RunStats
 from shaping.providers.base import Provider
 from shaping.providers.registry import create_provider
 from shaping import structured
-from shaping.requests import LLMMessage, LLMRequest, ModelRequest, ModelResponse, ResponseError, model_request
+from shaping.errors import ConfigError
+from shaping.providers.base import UnsupportedRequest
+from shaping.requests import (
+    LLMMessage, LLMRequest, ModelRequest, ModelResponse, ResponseError, model_request, streaming_problem,
+)
 from shaping.samples import ErrorRecord, TrainingSample
 from shaping.spool import SampleSpool, Spool
 
@@ -105,7 +109,10 @@ class Dispatcher:
             async with self._channel_lock:
                 channel = self._channels.get(model)
                 if channel is None:
-                    provider = create_provider(model, self.project.model(model))
+                    config = self.project.model(model)
+                    if (problem := streaming_problem(config.params)) is not None:
+                        raise ConfigError(f"shaping.toml: models.{model}.params: {problem}")
+                    provider = create_provider(model, config)
                     await provider.open()
                     self._providers.append(provider)
                     limits = self._limits(model, provider.config) if self._limits else None
@@ -119,13 +126,15 @@ class Dispatcher:
         if request.response_model is None:
             return [(request, *await self.send(request, step, record_id), 0)]
         channel = self._channels.get(request.model) or await self.channel(request.model)
-        if channel.provider.supports_response_format:
+        provider = channel.provider
+        current = request
+        if provider.supports_response_format:
             current = request.model_copy(update={"params": {
                 **request.params, "response_format": structured.response_format(request.response_model)}})
-        else:
-            last = request.messages[-1]
-            hint = LLMMessage(role=last.role, content=last.content + structured.instruction(request.response_model))
-            current = request.model_copy(update={"messages": [*request.messages[:-1], hint]})
+        if not provider.honours_response_format:  # the endpoint may ignore response_format
+            last = current.messages[-1]
+            hint = last.model_copy(update={"content": last.text + structured.instruction(request.response_model)})
+            current = current.model_copy(update={"messages": [*current.messages[:-1], hint]})
         attempts = []
         for repair in range(request.max_repairs + 1):
             params, response = await self.send(current, step, record_id)
@@ -143,7 +152,7 @@ class Dispatcher:
                 break
             current = current.model_copy(update={"messages": [
                 *current.messages, LLMMessage(role="assistant", content=response.text or ""),
-                LLMMessage(role="user", content=structured.repair_prompt(problem))]})
+                LLMMessage(role="user", content=structured.repair_prompt(problem, request.response_model))]})
         return attempts
 
     async def send(self, request: ModelRequest, step: int, record_id: str) -> tuple[dict[str, Any], ModelResponse]:
@@ -152,12 +161,21 @@ class Dispatcher:
         channel = self._channels.get(request.model) or await self.channel(request.model)
         defaults = channel.provider.config.params
         params = {**defaults, **request.params} if request.params else dict(defaults)
+        try:
+            params = channel.provider.prepare_params(params)
+        except UnsupportedRequest as exc:  # never sent: the same request would fail every time
+            response = ModelResponse.failure("unsupported_request", f"model '{request.model}': {exc}",
+                                             model=channel.provider.config.model)
+            self.stats.record_response(request.model, response)
+            return params, response
         key = None
         if self.cache is not None:
             key = request_key(channel.fingerprint, request.messages, params, record_id, step)
             cached = self.cache.get(key) if self._lookups else None
             if cached is not None:
                 self.stats.record_response(request.model, cached)
+                if request.allow:
+                    cached.allow = request.allow
                 return params, cached
         llm_request = LLMRequest(
             messages=request.messages,
@@ -165,6 +183,8 @@ class Dispatcher:
             metadata={"pipeline": self.pipeline_name, "record_id": record_id, "step": step},
         )
         response = await channel.submit(llm_request)
+        if request.allow:
+            response.allow = request.allow
         if key is not None and response.is_success:
             self.cache.put(key, self.pipeline_name, request.model, record_id, step,
                            request.messages, params, response)
@@ -259,7 +279,7 @@ class Dispatcher:
                 samples.write(self._annotated_json(sample, record, outcome))
         else:
             for sample in outcome.samples:
-                samples.write(sample.model_dump_json(include={"id", "messages"}).encode())
+                samples.write(sample.minimal_json())
 
     def _annotated_json(self, sample: TrainingSample, record: Any, outcome: Outcome) -> bytes:
         """An `AnnotatedTrainingSample` as JSON, byte for byte what the model would write, without
@@ -267,6 +287,7 @@ class Dispatcher:
         return pydantic_core.to_json({
             "id": sample.id,
             "messages": sample.messages,
+            "tools": sample.tools,
             "metadata": {**self.metadata, **sample.metadata} if self.metadata else sample.metadata,
             "input_data": record,
             "steps": [step_fields(*raw) for raw in outcome.raw_steps],

@@ -148,6 +148,9 @@ def step_fields(index: int, request: ModelRequest, params: dict[str, Any], respo
         "messages": request.messages,
         "params": params,
         "text": response.text,
+        "reasoning": response.reasoning,
+        "tool_calls": response.tool_calls,
+        "refusal": response.refusal,
         "error": response.error,
         "usage": response.usage,
         "finish_reason": response.finish_reason,
@@ -156,6 +159,7 @@ def step_fields(index: int, request: ModelRequest, params: dict[str, Any], respo
         "cached": response.cached,
         "cost_usd": response.cost_usd,
         "repair": repair,
+        "metadata": request.metadata,
     }
 
 

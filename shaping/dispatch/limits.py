@@ -15,7 +15,7 @@ from shaping.requests import LLMRequest
 
 def estimate_tokens(request: LLMRequest) -> int:
     """A rough prompt size: about four characters per token, plus a few per turn."""
-    return sum(len(m.content) // 4 + 4 for m in request.messages)
+    return sum(len(m.text) // 4 + 4 for m in request.messages)
 
 
 class RateLimits:

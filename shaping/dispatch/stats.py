@@ -18,6 +18,9 @@ class ModelUsage:
     cached: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
     cost_usd: float | None = None
 
 
@@ -39,8 +42,12 @@ class RunStats:
         if response.cached:  # paid for in an earlier run
             usage.cached += 1
             return
-        usage.prompt_tokens += response.usage.prompt_tokens
-        usage.completion_tokens += response.usage.completion_tokens
+        tokens = response.usage
+        usage.prompt_tokens += tokens.prompt_tokens
+        usage.completion_tokens += tokens.completion_tokens
+        usage.cached_tokens += tokens.cached_tokens
+        usage.cache_write_tokens += tokens.cache_write_tokens
+        usage.reasoning_tokens += tokens.reasoning_tokens
         if response.cost_usd is not None:
             usage.cost_usd = (usage.cost_usd or 0.0) + response.cost_usd
 

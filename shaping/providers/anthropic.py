@@ -1,22 +1,36 @@
-"""Anthropic's native Messages API.
+"""Anthropic's native Messages API, mapped both ways.
 
-System turns move to the `system` field; consecutive turns of one role are joined (the API
-wants user and assistant to alternate); `stop` becomes `stop_sequences`. `max_tokens` is
-required by the API: it comes from the request, the model's params, or `options.max_tokens`.
-Params the API does not take (`seed`, `response_format`) are not sent.
+Out: system turns move to the `system` field; text parts become text blocks and image_url
+parts image blocks (a `data:` URL as base64, any other URL as a url source); an assistant
+turn's `tool_calls` become tool_use blocks and `tool` turns tool_result blocks in a user turn;
+consecutive turns of one role are joined (the API wants user and assistant to alternate);
+`stop` becomes `stop_sequences`; OpenAI-shaped `tools` and `tool_choice` become Anthropic's.
+`max_tokens` is required: from the request, the model's params, or `options.max_tokens`.
+Extended thinking (`thinking`, or `reasoning_effort`) is set up by `shaping.providers.reasoning`.
+The reasoning of earlier assistant turns is not sent: the API takes thinking back only with
+its signature, and leaves earlier turns' thinking out of the context anyway.
+
+In: text blocks are the text, thinking blocks the reasoning, tool_use blocks the tool calls;
+`stop_reason` refusal / max_tokens / tool_use are normalised; usage counts cache reads and
+writes as input tokens (and says which).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import Field
 
+from shaping.providers.base import UnsupportedRequest
 from shaping.providers.http import HTTPOptions, HTTPProvider
-from shaping.requests import LLMRequest, ModelResponse, Usage
+from shaping.providers.reasoning import anthropic_params
+from shaping.requests import ImagePart, LLMMessage, LLMRequest, ModelResponse, TextPart, ToolCall, Usage
 
-STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls"}
-UNSUPPORTED = {"seed", "response_format", "n", "presence_penalty", "frequency_penalty"}
+STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
+                "refusal": "refusal", "pause_turn": "length", "model_context_window_exceeded": "length"}
+#: params the API does not take; not sent
+UNSUPPORTED = {"seed", "n", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs", "logit_bias"}
 
 
 class AnthropicOptions(HTTPOptions):
@@ -33,26 +47,40 @@ class AnthropicProvider(HTTPProvider):
     def headers(self) -> dict[str, str]:
         return {"x-api-key": self._api_key or "", "anthropic-version": self.options.anthropic_version}
 
+    def prepare_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        if "response_format" in params:
+            raise UnsupportedRequest("response_format is not an Anthropic param (use response_model=: the "
+                                     "schema goes into the prompt)")
+        params = {k: v for k, v in params.items() if k not in UNSUPPORTED}
+        try:
+            return anthropic_params(params, self.options.max_tokens)
+        except ValueError as exc:
+            raise UnsupportedRequest(str(exc)) from exc
+
     def body(self, request: LLMRequest) -> dict[str, Any]:
-        system = [m.content for m in request.messages if m.role == "system"]
-        turns: list[dict[str, str]] = []
+        system = [_system_text(m) for m in request.messages if m.role == "system"]
+        turns: list[dict[str, Any]] = []
         for m in request.messages:
             if m.role == "system":
                 continue
-            if turns and turns[-1]["role"] == m.role:
-                turns[-1]["content"] += "\n\n" + m.content
+            role = "user" if m.role == "tool" else m.role
+            blocks = _blocks(m)
+            if turns and turns[-1]["role"] == role:
+                turns[-1]["content"] += blocks
             else:
-                turns.append({"role": m.role, "content": m.content})
-        params = {k: v for k, v in request.params.items() if k not in UNSUPPORTED}
+                turns.append({"role": role, "content": blocks})
+        for turn in turns:  # plain text stays a plain string
+            if all(b["type"] == "text" for b in turn["content"]):
+                turn["content"] = "\n\n".join(b["text"] for b in turn["content"])
+        params = dict(request.params)
         if "stop" in params:
             stop = params.pop("stop")
             params["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
-        body: dict[str, Any] = {
-            **params,
-            "model": self.config.model,
-            "max_tokens": params.get("max_tokens") or self.options.max_tokens,
-            "messages": turns,
-        }
+        if "tools" in params:
+            params["tools"] = [_tool(t) for t in params["tools"]]
+        if "tool_choice" in params:
+            params["tool_choice"] = _tool_choice(params["tool_choice"])
+        body: dict[str, Any] = {**params, "model": self.config.model, "messages": turns}
         if system:
             body["system"] = "\n\n".join(system)
         return body
@@ -60,12 +88,99 @@ class AnthropicProvider(HTTPProvider):
     def parse(self, data: Any) -> ModelResponse:
         if data.get("type") == "error":
             raise ValueError(data.get("error"))
-        text = "".join(block["text"] for block in data["content"] if block.get("type") == "text")
-        usage = data.get("usage") or {}
+        texts, thinking, calls = [], [], []
+        for block in data["content"]:
+            kind = block.get("type")
+            if kind == "text":
+                texts.append(block["text"])
+            elif kind == "thinking":
+                thinking.append(block["thinking"])
+            elif kind == "tool_use":
+                calls.append(ToolCall(id=block["id"], function={
+                    "name": block["name"], "arguments": json.dumps(block.get("input") or {}, ensure_ascii=False)}))
+        stop = data.get("stop_reason")
         return ModelResponse(
-            text=text,
+            text="".join(texts),
+            reasoning="\n\n".join(thinking) or None,
+            tool_calls=calls or None,
             model=str(data.get("model") or self.config.model),
-            finish_reason=STOP_REASONS.get(data.get("stop_reason"), data.get("stop_reason")),
-            usage=Usage(prompt_tokens=int(usage.get("input_tokens") or 0),
-                                        completion_tokens=int(usage.get("output_tokens") or 0)),
+            finish_reason=STOP_REASONS.get(stop, "stop" if stop else None),
+            usage=_usage(data.get("usage") or {}),
         )
+
+
+def _system_text(message: LLMMessage) -> str:
+    if isinstance(message.content, list) and any(isinstance(p, ImagePart) for p in message.content):
+        raise UnsupportedRequest("an image in a system turn cannot be sent to Anthropic (put it in a user turn)")
+    return message.text
+
+
+def _blocks(message: LLMMessage) -> list[dict[str, Any]]:
+    if message.role == "tool":
+        return [{"type": "tool_result", "tool_use_id": message.tool_call_id, "content": _content_blocks(message.content)}]
+    blocks = _content_blocks(message.content)
+    for call in message.tool_calls or ():
+        try:
+            arguments = json.loads(call.function.arguments or "{}")
+        except ValueError:
+            raise UnsupportedRequest(f"tool call {call.id}: arguments are not JSON, and Anthropic takes "
+                                     f"tool input as a JSON object") from None
+        blocks.append({"type": "tool_use", "id": call.id, "name": call.function.name, "input": arguments})
+    return blocks
+
+
+def _content_blocks(content: Any) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    blocks = []
+    for part in content:
+        if isinstance(part, TextPart):
+            blocks.append({"type": "text", "text": part.text})
+        else:
+            blocks.append({"type": "image", "source": _image_source(part.image_url.url)})
+    return blocks
+
+
+def _image_source(url: str) -> dict[str, Any]:
+    if url.startswith("data:"):
+        head, _, data = url.partition(",")
+        media_type = head[5:].split(";")[0]
+        if ";base64" not in head or not media_type:
+            raise UnsupportedRequest("an image data: URL must be base64 with a media type (data:image/png;base64,...)")
+        return {"type": "base64", "media_type": media_type, "data": data}
+    return {"type": "url", "url": url}
+
+
+def _tool(tool: dict[str, Any]) -> dict[str, Any]:
+    if tool.get("type") != "function" or "function" not in tool:
+        raise UnsupportedRequest(f"tools: expected OpenAI's {{type: function, function: {{name, parameters}}}}, "
+                                 f"got {str(tool)[:80]}")
+    function = tool["function"]
+    out = {"name": function["name"], "input_schema": function.get("parameters") or {"type": "object", "properties": {}}}
+    if function.get("description"):
+        out["description"] = function["description"]
+    return out
+
+
+def _tool_choice(choice: Any) -> dict[str, Any]:
+    if isinstance(choice, str):
+        mapped = {"auto": "auto", "required": "any", "none": "none"}.get(choice)
+        if mapped is None:
+            raise UnsupportedRequest(f"tool_choice: expected auto, required, none or a function, got {choice!r}")
+        return {"type": mapped}
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        return {"type": "tool", "name": choice["function"]["name"]}
+    return choice  # already Anthropic's shape
+
+
+def _usage(usage: dict[str, Any]) -> Usage:
+    read = int(usage.get("cache_read_input_tokens") or 0)
+    write = int(usage.get("cache_creation_input_tokens") or 0)
+    return Usage(
+        prompt_tokens=int(usage.get("input_tokens") or 0) + read + write,
+        completion_tokens=int(usage.get("output_tokens") or 0),
+        cached_tokens=read,
+        cache_write_tokens=write,
+    )

@@ -9,12 +9,17 @@ escaping `generate_batch` fails the whole batch without retries.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from shaping.config import ModelConfig
 from shaping.requests import LLMRequest, ModelResponse
+
+
+class UnsupportedRequest(ValueError):
+    """A request this provider cannot express (a content part, a param); its message is one
+    line. The request is not sent: its record fails with `unsupported_request`."""
 
 
 class NoOptions(BaseModel):
@@ -30,8 +35,7 @@ class Provider(ABC):
     default_concurrency: ClassVar[int] = 64
     #: whether the model must name an `api_key_env`
     needs_key: ClassVar[bool] = False
-    #: whether `response_format` (OpenAI's json_schema form) is honoured; without it,
-    #: structured output puts the schema in the prompt
+    #: whether `response_format` (OpenAI's json_schema form) may be sent
     supports_response_format: ClassVar[bool] = False
     #: the provider-specific `[models.NAME.options]` table
     Options: ClassVar[type[BaseModel]] = NoOptions
@@ -41,6 +45,18 @@ class Provider(ABC):
         self.config = config
         self.options = self.Options.model_validate(config.options)
         self._api_key = api_key
+
+    @property
+    def honours_response_format(self) -> bool:
+        """Whether this endpoint is known to enforce `response_format`; when not, structured
+        output also puts the schema in the prompt."""
+        return self.supports_response_format
+
+    def prepare_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The params as they will be sent (what the step records and the cache key covers):
+        renamed or left out where the model takes others (see `shaping.providers.reasoning`).
+        Raise `UnsupportedRequest` for params that cannot be sent."""
+        return params
 
     @property
     def batch_size(self) -> int:

@@ -23,7 +23,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from shaping.errors import ConfigError
-from shaping.providers.base import Provider
+from shaping.providers.base import Provider, UnsupportedRequest
 from shaping.providers.endpoints import Endpoints
 from shaping.providers.wire import Pool, TransportError
 from shaping.requests import LLMRequest, ModelResponse, ResponseError
@@ -161,18 +161,30 @@ class HTTPProvider(Provider):
 
     async def _send_to(self, url: str, base_url: str, request: LLMRequest) -> ModelResponse:
         try:
-            response = await self._pools[url].post(orjson.dumps(self.body(request)))
+            payload = orjson.dumps(self.body(request))
+        except UnsupportedRequest as exc:  # nothing sent: the same request would fail every time
+            return self.failure("unsupported_request", f"model '{self.name}': {exc}")
+        try:
+            response = await self._pools[url].post(payload)
         except TransportError as exc:  # refused, reset, dropped mid-response, timed out, TLS
             return self.failure(exc.kind, exc.message, retryable=exc.retryable)
         status, body = response.status, response.body
         if status >= 300:
             return self.http_failure(status, body, response.headers, response.reason, base_url)
+        snippet = body[:120].decode(errors="replace").replace("\n", " ")
+        if body.lstrip().startswith((b"data:", b"event:")):  # the server streamed anyway: it would again
+            return self.failure("bad_response", f"the server answered with a stream (server-sent events), "
+                                f"not one JSON body: {snippet!r}")
         try:
-            result = self.parse(orjson.loads(body))
+            data = orjson.loads(body)
+        except ValueError:  # cut short or garbled on the way: another try may get it whole
+            return self.failure("bad_response", f"response body is not JSON: {snippet!r}", retryable=True)
+        try:
+            result = self.parse(data)
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-            snippet = body[:120].decode(errors="replace").replace("\n", " ")
-            return self.failure("bad_response", f"unparseable response body ({type(exc).__name__}): {snippet!r}",
-                                retryable=True)
+            # JSON of a shape we do not read: the same body would come back every time
+            return self.failure("bad_response", f"unexpected response shape ({type(exc).__name__}: "
+                                f"{str(exc)[:80]}): {snippet!r}")
         result.model = result.model or self.config.model
         return result
 

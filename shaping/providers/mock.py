@@ -2,9 +2,17 @@
 
 Its answer depends on the whole conversation (a digest of every turn, the count of example
 turns before the last user turn), so a test can prove that system and k-shot turns arrived.
-The same conversation always gets the same answer. Asked for structured output
-(`response_format={"type": "json_schema", ...}`) it answers with JSON valid for that schema
-(`mock_json`); asked for `{"type": "json_object"}` it answers `{"answer": "..."}`.
+The same conversation always gets the same answer. Besides text it shows, on request, what
+real models send back:
+- structured output (`response_format={"type": "json_schema", ...}`): JSON valid for that
+  schema (`mock_json`); `{"type": "json_object"}`: `{"answer": "..."}`;
+- reasoning: with `reasoning_effort` in the params or `options.reasoning = true`, a
+  deterministic chain of thought in `reasoning` (its words count as reasoning tokens);
+- tool calls: offered `tools` and not yet answered by a tool turn, it calls one (the one
+  `tool_choice` names, else the first) with arguments made from its JSON schema; after the tool
+  turns it answers with text that quotes their results;
+- `max_tokens` cuts the answer at that many words (`finish_reason: length`);
+- `fail_when_contains` / `refuse_when_contains`: a failed request / a refusal, for tests.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shaping.providers.base import Provider
 from shaping.providers.mock_json import schema_instance
-from shaping.requests import LLMRequest, ModelResponse, ResponseError, Usage
+from shaping.requests import LLMRequest, ModelResponse, ResponseError, ToolCall, Usage
 
 
 class MockOptions(BaseModel):
@@ -27,28 +35,57 @@ class MockOptions(BaseModel):
     fail_when_contains: str | None = Field(
         default=None, description="fail requests whose last user turn contains this text"
     )
+    refuse_when_contains: str | None = Field(
+        default=None, description="refuse requests whose last user turn contains this text"
+    )
+    reasoning: bool = Field(default=False, description="think before every answer (as with reasoning_effort)")
 
 
 def conversation_digest(request: LLMRequest) -> str:
-    turns = [[m.role, m.content] for m in request.messages]
+    turns = [m.key() for m in request.messages]
     return hashlib.sha256(json.dumps(turns).encode()).hexdigest()[:10]
+
+
+def _short(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def mock_reply(model: str, request: LLMRequest) -> str:
     messages = request.messages
-    last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
-    examples = sum(1 for m in messages[:-1] if m.role == "assistant")
-    system = next((m.content for m in messages if m.role == "system"), None)
-    prompt = " ".join(last_user.split())
-    if len(prompt) > 160:
-        prompt = prompt[:157] + "..."
+    last_user = next((m.text for m in reversed(messages) if m.role == "user"), "")
+    examples = sum(1 for m in messages[:-1] if m.role == "assistant" and not m.tool_calls)
+    system = next((m.text for m in messages if m.role == "system"), None)
     parts = [f"[{model} {conversation_digest(request)}]"]
     if system:
         parts.append(f"(system: {' '.join(system.split())[:40]})")
     if examples:
         parts.append(f"(after {examples} example(s))")
-    parts.append(f"Answer to: {prompt}")
+    results = _tool_results(request)
+    if results:
+        parts.append("Using the tool results " + "; ".join(f"{name} -> {_short(out, 60)}" for name, out in results) + ":")
+    parts.append(f"Answer to: {_short(last_user)}")
     return " ".join(parts)
+
+
+def _tool_results(request: LLMRequest) -> list[tuple[str, str]]:
+    """(tool name, result) of the tool turns after the last user turn."""
+    names = {}
+    results = []
+    for m in request.messages:
+        if m.role == "user":
+            results = []
+        for call in m.tool_calls or ():
+            names[call.id] = call.function.name
+        if m.role == "tool":
+            results.append((m.name or names.get(m.tool_call_id, "tool"), m.text))
+    return results
+
+
+def mock_reasoning(request: LLMRequest) -> str:
+    last_user = next((m.text for m in reversed(request.messages) if m.role == "user"), "")
+    return (f"The user asks: {_short(last_user, 120)} Let me think step by step "
+            f"({conversation_digest(request)}): restate the question, recall what applies, then answer.")
 
 
 class MockProvider(Provider):
@@ -64,8 +101,9 @@ class MockProvider(Provider):
 
     def _answer(self, request: LLMRequest) -> ModelResponse:
         model = self.config.model
-        last_user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
-        prompt_tokens = sum(len(m.content.split()) + 3 for m in request.messages)
+        params = request.params
+        last_user = next((m.text for m in reversed(request.messages) if m.role == "user"), "")
+        prompt_tokens = sum(len(m.text.split()) + 3 for m in request.messages)
         trigger = self.options.fail_when_contains
         if trigger and trigger in last_user:
             return ModelResponse(
@@ -73,10 +111,23 @@ class MockProvider(Provider):
                 error=ResponseError(type="mock_error", message=f"mock failure: prompt contains {trigger!r}"),
                 usage=Usage(prompt_tokens=prompt_tokens),
             )
+        refuse = self.options.refuse_when_contains
+        if refuse and refuse in last_user:
+            return ModelResponse(model=model, text="", refusal="I can't help with that.", finish_reason="refusal",
+                                 usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=6))
+        reasoning = mock_reasoning(request) if (self.options.reasoning or params.get("reasoning_effort")) else None
+        reasoning_tokens = len(reasoning.split()) if reasoning else 0
+        calls = self._tool_calls(request)
+        if calls:
+            completion = reasoning_tokens + sum(len(c.function.arguments.split()) for c in calls)
+            return ModelResponse(model=model, text="", reasoning=reasoning, tool_calls=calls,
+                                 finish_reason="tool_calls",
+                                 usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion,
+                                             reasoning_tokens=reasoning_tokens))
         text = mock_reply(model, request)
         finish = "stop"
-        max_tokens = request.params.get("max_tokens")
-        response_format = request.params.get("response_format")
+        max_tokens = params.get("max_tokens", params.get("max_completion_tokens"))
+        response_format = params.get("response_format")
         if isinstance(response_format, dict) and response_format.get("type") in ("json_schema", "json_object"):
             schema = (response_format.get("json_schema") or {}).get("schema")
             data = schema_instance(schema, conversation_digest(request), last_user) if schema else {"answer": text}
@@ -87,7 +138,26 @@ class MockProvider(Provider):
                 text, finish = " ".join(words[:max_tokens]), "length"
         return ModelResponse(
             text=text,
+            reasoning=reasoning,
             model=model,
             finish_reason=finish,
-            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=len(text.split())),
+            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=len(text.split()) + reasoning_tokens,
+                        reasoning_tokens=reasoning_tokens),
         )
+
+    def _tool_calls(self, request: LLMRequest) -> list[ToolCall]:
+        tools = request.params.get("tools") or []
+        choice = request.params.get("tool_choice", "auto")
+        if not tools or choice == "none" or request.messages[-1].role == "tool":
+            return []
+        tool = tools[0]
+        if isinstance(choice, dict) and choice.get("type") == "function":
+            wanted = choice["function"]["name"]
+            tool = next((t for t in tools if t["function"]["name"] == wanted), tool)
+        function = tool["function"]
+        digest = conversation_digest(request)
+        last_user = next((m.text for m in reversed(request.messages) if m.role == "user"), "")
+        schema = function.get("parameters") or {"type": "object", "properties": {}}
+        arguments = schema_instance(schema, digest, last_user)
+        return [ToolCall(id=f"call_{digest}", function={"name": function["name"],
+                                                         "arguments": json.dumps(arguments, ensure_ascii=False)})]
