@@ -233,14 +233,17 @@ class ModelResponse(BaseModel):
             )
         outcome = self.outcome
         if outcome is not None and outcome not in self.allow:
-            raise PipelineError(f"{self.model or 'the model'} {_OUTCOME_TEXT[outcome](self)} (to keep such "
+            raise PipelineError(f"{_OUTCOME_TEXT[outcome](self, self.model or 'the model')} (to keep such "
                                 f"answers, pass allow={{'{outcome}'}} to model_request)", error_type=outcome)
         return self
 
     def get_text(self) -> str:
         """The answer's text. Raises `PipelineError` (see `check`) rather than give the text of
         a failed, refused, filtered, cut-off or empty answer, so it never becomes a sample."""
-        return self.check().text or ""
+        self.check()
+        if not self.text and self.refusal:  # a refusal the request allowed: its words are the answer
+            return self.refusal
+        return self.text or ""
 
     def get_parsed(self) -> Any:
         """The structured answer (`response_model` requests); raises like `get_text`."""
@@ -250,8 +253,7 @@ class ModelResponse(BaseModel):
     def as_message(self, reasoning: bool = True) -> dict[str, Any]:
         """The whole assistant turn: content, `reasoning_content` and `tool_calls` (checked like
         `get_text`). `reasoning=False` leaves the reasoning out."""
-        self.check()
-        message: dict[str, Any] = {"role": "assistant", "content": self.text or ""}
+        message: dict[str, Any] = {"role": "assistant", "content": self.get_text()}
         if reasoning and self.reasoning:
             message["reasoning_content"] = self.reasoning
         if self.tool_calls:
@@ -264,12 +266,13 @@ class ModelResponse(BaseModel):
 
 
 _OUTCOME_TEXT = {
-    Outcome.REFUSAL: lambda r: f"refused: {(r.refusal or r.text or '').strip()[:200]!r}",
-    Outcome.CONTENT_FILTER: lambda r: "answer was stopped by the provider's content filter",
-    Outcome.TRUNCATED: lambda r: (f"answer was cut off at the token limit ({r.usage.completion_tokens} "
-                                  f"tokens{', all reasoning' if r.reasoning and not (r.text or '').strip() else ''}); "
-                                  f"raise max_tokens"),
-    Outcome.EMPTY: lambda r: "answered with no text and no tool calls",
+    Outcome.REFUSAL: lambda r, who: f"{who} refused: {(r.refusal or r.text or '').strip()[:200]!r}",
+    Outcome.CONTENT_FILTER: lambda r, who: f"{who}'s answer was stopped by the provider's content filter",
+    Outcome.TRUNCATED: lambda r, who: (
+        f"{who}'s answer was cut off at the token limit ({r.usage.completion_tokens} tokens"
+        f"{', all reasoning' if (r.reasoning or r.usage.reasoning_tokens) and not (r.text or '').strip() else ''}"
+        f"); raise max_tokens"),
+    Outcome.EMPTY: lambda r, who: f"{who} answered with no text and no tool calls",
 }
 
 #: params that ask for a streamed answer: shaping reads whole answers

@@ -2,7 +2,8 @@
 
 Messages go as they are (OpenAI's shape is ours), except `reasoning_content` of earlier
 assistant turns, which OpenAI and DeepSeek refuse as input (`options.send_reasoning = true`
-sends it, for servers whose chat template uses it). Params go as top-level fields; reasoning
+sends it, for servers whose chat template uses it), and a tool turn's `name` (the API takes
+`tool_call_id` alone). Params go as top-level fields; reasoning
 models get theirs (see `shaping.providers.reasoning`).
 
 An answer is read whole: `content` (a string or a list of parts), `refusal`,
@@ -54,8 +55,10 @@ class OpenAIProvider(HTTPProvider):
 
     def body(self, request: LLMRequest) -> dict[str, Any]:
         messages = [m.model_dump() for m in request.messages]
-        if not self.options.send_reasoning:
-            for m in messages:
+        for m in messages:
+            if m["role"] == "tool":  # the API knows a tool turn by tool_call_id alone
+                m.pop("name", None)
+            elif not self.options.send_reasoning:
                 m.pop("reasoning_content", None)
         return {**request.params, "model": self.config.model, "messages": messages}
 

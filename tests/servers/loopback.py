@@ -30,6 +30,7 @@ class Fault:
     hang: bool = False
     malformed: bool = False
     drop: bool = False
+    stream: bool = False  # answer with server-sent events, as a server that streams regardless
     message: str = "injected failure"
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -60,6 +61,8 @@ class LoopbackServer(BackgroundServer):
     api_key: str | None = None
     latency_s: float = 0.0
     reply: Callable[[Received], str] = echo
+    #: the whole JSON body to answer with (e.g. an SDK response model's dump); overrides `reply`
+    respond: Callable[[Received], dict[str, Any]] | None = None
     received: list[Received] = field(default_factory=list)
     tls: ssl.SSLContext | None = None  # serve https with this context
 
@@ -142,6 +145,9 @@ class LoopbackServer(BackgroundServer):
             if fault.drop:
                 request.transport.close()
                 raise ConnectionResetError("dropped by the test server")
+            if fault.stream:
+                return web.Response(body=b'data: {"choices": [{"delta": {"content": "hi"}}]}\n\ndata: [DONE]\n\n',
+                                    content_type="text/event-stream")
             if fault.malformed:
                 return web.Response(text='{"choices": [ {"message": ', content_type="application/json")
             if fault.status:
@@ -168,6 +174,8 @@ class LoopbackServer(BackgroundServer):
         return web.json_response(body, status=status, headers=headers)
 
     def _answer(self, received: Received) -> dict[str, Any]:
+        if self.respond is not None:
+            return self.respond(received)
         text = self.reply(received)
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in received.messages)
         completion_tokens = len(text.split())
