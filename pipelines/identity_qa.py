@@ -38,9 +38,9 @@ class IdentityQA(Pipeline):
         # 3. two checks in flight at once, answered as a list in order
         grounded, tone = yield [
             model_request(f"Fact: {record['fact']}\nAnswer: {answer.get_text()}\nIs the answer consistent with the fact?",
-                          model=self.judge, max_tokens=64),
+                          model=self.judge),
             model_request(f"Rate the tone of this answer from 1 to 5: {answer.get_text()}",
-                          model=self.judge, max_tokens=64),
+                          model=self.judge),
         ]
         if not (grounded.is_success and tone.is_success):
             raise PipelineError("a check request failed", error_type="check_failed")

@@ -6,7 +6,9 @@
     ├── PipelineLoadError        a file under pipelines/ fails to import
     ├── DependencyError          a file_dep is missing or unreadable
     ├── TaskContractError        a task yielded or returned something it must not
-    └── OutputError              the output location cannot be written
+    ├── OutputError              the output location cannot be written
+    └── RunFailedError           a run ended but failed (auth errors, too many failed records);
+                                 the previous outputs are kept, the failure is recorded
     PipelineError                one record failed; it becomes an __ERROR__ record and the run goes on
 
 `PipelineError` is deliberately not a `ShapingError`: it is an outcome recorded per record,
@@ -42,6 +44,15 @@ class TaskContractError(ShapingError):
 
 class OutputError(ShapingError):
     pass
+
+
+class RunFailedError(ShapingError):
+    """The run finished but failed: its outputs were not put in place. `result` is the
+    `RunResult` (manifest and stats) of the failed run."""
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class PipelineError(Exception):

@@ -16,6 +16,10 @@ class OutputPaths:
     samples: Path
     errors: Path
     manifest: Path
+    #: a failed run's record (why it failed, what it would have written); removed by a good run
+    failed: Path
+    #: a failed run's error records (the good outputs are left as they were)
+    failed_errors: Path
 
     @classmethod
     def for_samples(cls, samples: Path) -> "OutputPaths":
@@ -24,6 +28,8 @@ class OutputPaths:
             samples=samples,
             errors=samples.with_name(f"{stem}.errors.jsonl"),
             manifest=samples.with_name(f"{stem}.manifest.json"),
+            failed=samples.with_name(f"{stem}.failed.json"),
+            failed_errors=samples.with_name(f"{stem}.failed.errors.jsonl"),
         )
 
 

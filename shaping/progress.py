@@ -85,8 +85,13 @@ def summary(result, console: Console) -> None:
     if m.usage:
         lines.append(table)
     paths = Table.grid(padding=(0, 2))
-    paths.add_row(Text("  samples", style="dim"), str(result.paths.samples))
-    paths.add_row(Text("  errors", style="dim"), str(result.paths.errors))
-    paths.add_row(Text("  manifest", style="dim"), str(result.paths.manifest))
+    if result.failure is not None:
+        paths.add_row(Text("  FAILED", style="bold red"), "outputs not replaced")
+        paths.add_row(Text("  failed records", style="dim"), str(result.paths.failed_errors))
+        paths.add_row(Text("  failure", style="dim"), str(result.paths.failed))
+    else:
+        paths.add_row(Text("  samples", style="dim"), str(result.paths.samples))
+        paths.add_row(Text("  errors", style="dim"), str(result.paths.errors))
+        paths.add_row(Text("  manifest", style="dim"), str(result.paths.manifest))
     lines.append(paths)
     console.print(Group(*lines))

@@ -8,6 +8,7 @@ samples, errors and the manifest under temporary names and renames them into pla
 from __future__ import annotations
 
 import gc
+import json
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from shaping.dispatch import Dispatcher, RunStats
 from shaping.dispatch.cache import RequestCache
 from shaping.deps import BoundKShot
 from shaping.dispatch.driver import describe, now
-from shaping.errors import DependencyError, ShapingError, TaskContractError
+from shaping.errors import DependencyError, RunFailedError, ShapingError, TaskContractError
 from shaping.gitinfo import git_state
 from shaping.lock import RunLock
 from shaping.manifest import (
@@ -41,6 +42,8 @@ class RunResult:
     manifest: Manifest
     stats: RunStats
     warnings: list[str] = field(default_factory=list)
+    #: why the run failed (its outputs were not put in place), or None
+    failure: str | None = None
 
 
 class _Runtime:
@@ -156,15 +159,23 @@ def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, sta
                     samples = pipeline.run()
                 finally:
                     pipeline._runtime = None
+        failure = run_failure(pipeline, stats)
         with AtomicWriter() as writer:
+            if failure is not None:  # nothing good is replaced: the failed run is written beside
+                samples_target, errors_target = None, paths.failed_errors
+            else:
+                samples_target, errors_target = paths.samples, paths.errors
             if isinstance(samples, SampleSpool) and samples in dispatcher.spools:
                 output_sha, count = samples.finish(), len(samples)  # what run_task wrote is the output
-                writer.place(samples.path, paths.samples)
+                if samples_target is not None:
+                    writer.place(samples.path, samples_target)
             else:
                 samples = _check_samples(pipeline, samples)
-                output_sha, count = writer.write_lines(paths.samples, _lines(samples, annotate)), len(samples)
+                count = len(samples)
+                output_sha = (writer.write_lines(samples_target, _lines(samples, annotate))
+                              if samples_target is not None else None)
             errors_sha = dispatcher.errors.finish()
-            writer.place(dispatcher.errors.path, paths.errors)
+            writer.place(dispatcher.errors.path, errors_target)
             completed_at = now()
             source = pipeline.source_file()
             combined, sources = source_hashes(source, project.pipelines_dir, project.root) if source else (None, {})
@@ -186,10 +197,23 @@ def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, sta
                 started_at=started_at,
                 completed_at=completed_at,
                 duration_s=round(time.monotonic() - started, 3),
-                output=FileState(path=project.relative(paths.samples), sha256=output_sha),
-                errors_output=FileState(path=project.relative(paths.errors), sha256=errors_sha),
+                output=FileState(path=project.relative(samples_target or paths.samples), sha256=output_sha or ""),
+                errors_output=FileState(path=project.relative(errors_target), sha256=errors_sha),
             )
-            writer.write_text(paths.manifest, manifest.to_json())
+            if failure is not None:
+                writer.write_text(paths.failed, json.dumps(
+                    {"failure": failure, "failed_at": completed_at.isoformat(),
+                     "manifest": manifest.model_dump(mode="json")}, indent=2) + "\n")
+            else:
+                writer.write_text(paths.manifest, manifest.to_json())
+        result = RunResult(pipeline=name, paths=paths, manifest=manifest, stats=stats, failure=failure)
+        if failure is not None:
+            kept = (f"the previous output {project.relative(paths.samples)} was kept"
+                    if paths.samples.exists() else "no output was written")
+            raise RunFailedError(f"pipeline '{name}' failed: {failure}; {kept}; failed records are in "
+                                 f"{project.relative(paths.failed_errors)}", result)
+        for leftover in (paths.failed, paths.failed_errors):  # an earlier failure is over
+            leftover.unlink(missing_ok=True)
         if pipeline.uses_feedback():  # what this run made becomes examples for the next
             pipeline.feedback_store().record_run(name, paths.samples, paths.errors)
     finally:
@@ -199,7 +223,36 @@ def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, sta
         if pipeline._feedback_store is not None:
             pipeline._feedback_store.close()
             pipeline._feedback_store = None
-    return RunResult(pipeline=name, paths=paths, manifest=manifest, stats=stats)
+    return result
+
+
+#: error types that fail a run outright: every later request would fail the same way
+AUTH_ERRORS = ("auth_error", "permission_error")
+#: a run fails when more of its records than this failed, unless the pipeline's
+#: `quality = {"max_error_rate": ...}` says otherwise
+DEFAULT_MAX_ERROR_RATE = 0.5
+
+
+def run_failure(pipeline: Pipeline, stats: RunStats) -> str | None:
+    """Why this run failed, in one line, or None: an auth error, every record failed, or more
+    records failed than the pipeline's `max_error_rate` allows."""
+    failed, done = stats.error_count, stats.records_done
+    if not failed:
+        return None
+    limit = (getattr(pipeline, "quality", None) or {}).get("max_error_rate", DEFAULT_MAX_ERROR_RATE)
+    top = stats.errors.most_common(1)[0][0]
+    auth = next((t for t in AUTH_ERRORS if stats.errors.get(t)), None)
+    if auth is not None:
+        why, top = "authentication failed", auth
+    elif failed >= done:
+        why = "every record failed"
+    elif failed / done > limit:
+        why = f"{failed / done:.0%} of records failed, over max_error_rate {limit:.0%}"
+    else:
+        return None
+    by_type = ", ".join(f"{kind} {n}" for kind, n in stats.errors.most_common(4))
+    first = " ".join((stats.first_errors.get(top) or "").split())[:300]
+    return f"{why} ({failed} of {done} records: {by_type}); first {top}: {first}"
 
 
 def _lines(samples: list[TrainingSample], annotate: bool) -> Iterable[str]:

@@ -5,6 +5,7 @@
               changed_model, missing_model, edited_output, missing_output, stale_upstream,
               bad_manifest
     PARTIAL   made with --limit and nothing else changed (stale until a full run)
+    FAILED    the last run failed (reason: failed_run); the outputs, if any, are an older run's
     MISSING   never run (no manifest)
 
 A pipeline whose file_dep is another pipeline's output (training/data/x.jsonl) depends on it:
@@ -13,6 +14,7 @@ statuses are computed upstream first, and a stale upstream makes its dependents 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from graphlib import CycleError, TopologicalSorter
@@ -24,7 +26,7 @@ from shaping.errors import ConfigError, ShapingError
 from shaping.manifest import model_state, read_manifest, source_hashes
 from shaping.output import OutputPaths, sha256_file, sha256_path
 
-CURRENT, STALE, PARTIAL, MISSING = "CURRENT", "STALE", "PARTIAL", "MISSING"
+CURRENT, STALE, PARTIAL, FAILED, MISSING = "CURRENT", "STALE", "PARTIAL", "FAILED", "MISSING"
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ def dependency_order(project: Project, entries: dict[str, PipelineEntry]) -> lis
 def pipeline_status(entry: PipelineEntry, project: Project, upstream: dict[str, Status]) -> Status:
     cls, name = entry.cls, entry.name
     paths = default_paths(project, name)
+    if paths.failed.exists():
+        return failed_status(name, paths)
     if not paths.manifest.exists():
         return Status(name, MISSING)
     try:
@@ -144,6 +148,21 @@ def pipeline_status(entry: PipelineEntry, project: Project, upstream: dict[str, 
         return Status(name, PARTIAL, samples, [Reason("partial_run", f"partial run (--limit {manifest.limit}); "
                                                                     f"stale until a full run")])
     return Status(name, CURRENT, samples)
+
+
+def failed_status(name: str, paths: OutputPaths) -> Status:
+    try:
+        failure = json.loads(paths.failed.read_text(encoding="utf-8")).get("failure") or "unknown reason"
+    except (ValueError, OSError, AttributeError) as exc:
+        failure = f"(its record {paths.failed.name} is unreadable: {exc})"
+    samples = None
+    if paths.manifest.exists():
+        try:
+            samples = read_manifest(paths.manifest).counts.samples
+        except (ValueError, OSError):
+            pass
+    kept = f"; the output is an earlier run's ({samples} samples)" if samples is not None else ""
+    return Status(name, FAILED, samples, [Reason("failed_run", f"last run failed: {failure}{kept}")])
 
 
 def project_status(project: Project, entries: dict[str, PipelineEntry]) -> dict[str, Status]:

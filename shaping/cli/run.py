@@ -15,7 +15,7 @@ from rich.text import Text
 from shaping.cli.app import err, out, pipeline, project_of, user_errors
 from shaping.discovery import discover, find_pipeline
 from shaping.dispatch import RunStats
-from shaping.errors import ShapingError
+from shaping.errors import RunFailedError, ShapingError
 from shaping.pipeline import Pipeline
 from shaping.progress import RunDisplay, summary
 from shaping.runner import run_pipeline
@@ -88,10 +88,15 @@ def run_and_report(pipeline_obj: Pipeline, limit: int | None, workers: int | Non
             file=pipeline_obj.project.relative(kshot_file.resolve()) if kshot_file else None,
             name=kshot_name, count=kshot_count, required=kshot_required)
     stats = RunStats()
-    with RunDisplay(err, stats, pipeline_obj.name) if not quiet else contextlib.nullcontext():
-        result = run_pipeline(pipeline_obj, limit=limit, workers=workers, output=output,
-                              annotate=annotate, stats=stats, use_cache=not no_cache, executor=executor,
-                              address=address)
+    try:
+        with RunDisplay(err, stats, pipeline_obj.name) if not quiet else contextlib.nullcontext():
+            result = run_pipeline(pipeline_obj, limit=limit, workers=workers, output=output,
+                                  annotate=annotate, stats=stats, use_cache=not no_cache, executor=executor,
+                                  address=address)
+    except RunFailedError as exc:
+        if not quiet and exc.result is not None:
+            summary(exc.result, out)
+        raise
     for warning in result.warnings:
         err.print(Text.assemble(("warning: ", "yellow"), warning), soft_wrap=True)
     if not quiet:
@@ -122,16 +127,25 @@ def run_cmd(ctx: click.Context, names: tuple[str, ...], stale: bool, force: bool
     explicit = force or any(options[k] is not None for k in ("limit", "output", "kshot_file", "kshot_name",
                                                              "kshot_count", "kshot_required"))
     done: dict[str, Status] = {}
+    failed: list[str] = []
     for name in order:
         status = pipeline_status(entries[name], project, done)
         if name in wanted and (explicit or not status.is_current):
             if len(wanted) > 1 and not options["quiet"]:
                 out.print(Text(f"{name}: {status.headline()}, running", style="bold"))
-            run_and_report(entries[name].cls(project), **options)
+            try:
+                run_and_report(entries[name].cls(project), **options)
+            except RunFailedError as exc:
+                if len(wanted) == 1:
+                    raise
+                err.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
+                failed.append(name)  # the others still run
             status = pipeline_status(entries[name], project, done)
         elif name in wanted and not options["quiet"]:
             out.print(f"{name} is {status.headline()}: nothing to do (--force runs it anyway)")
         done[name] = status
+    if failed:
+        raise ShapingError(f"{len(failed)} pipeline(s) failed: {', '.join(failed)}")
 
 
 @pipeline.command("status")
@@ -141,7 +155,7 @@ def run_cmd(ctx: click.Context, names: tuple[str, ...], stale: bool, force: bool
 @click.pass_context
 @user_errors
 def status_cmd(ctx: click.Context, names: tuple[str, ...], as_json: bool, check: bool) -> None:
-    """Say which outputs are CURRENT, STALE (and why), PARTIAL or MISSING."""
+    """Say which outputs are CURRENT, STALE (and why), PARTIAL, FAILED (and why) or MISSING."""
     project = project_of(ctx)
     entries = discover(project)
     for name in names:
@@ -150,7 +164,7 @@ def status_cmd(ctx: click.Context, names: tuple[str, ...], as_json: bool, check:
     if as_json:
         click.echo(json.dumps([s.to_dict() for s in statuses], indent=2))
     else:
-        styles = {"CURRENT": "green", "STALE": "yellow", "PARTIAL": "yellow", "MISSING": "red"}
+        styles = {"CURRENT": "green", "STALE": "yellow", "PARTIAL": "yellow", "FAILED": "red", "MISSING": "red"}
         for s in statuses:
             out.print(Text.assemble((f"{s.name}: ", "bold"), (s.headline(), styles[s.state])))
             for reason in s.reasons:

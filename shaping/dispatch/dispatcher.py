@@ -252,7 +252,7 @@ class Dispatcher:
                 finished(index, record, outcome)
                 self.stats.records_done += 1
                 if outcome.error_type:
-                    self.stats.errors[outcome.error_type] += 1
+                    self.stats.record_error(outcome.error_type, outcome.message)
                 else:
                     self.stats.samples += len(outcome.samples)
 

@@ -30,6 +30,8 @@ class RunStats:
     records_done: int = 0
     samples: int = 0
     errors: Counter = field(default_factory=Counter)
+    #: error type -> the message of its first record (a failed run's one line quotes it)
+    first_errors: dict[str, str] = field(default_factory=dict)
     models: dict[str, ModelUsage] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
 
@@ -50,6 +52,10 @@ class RunStats:
         usage.reasoning_tokens += tokens.reasoning_tokens
         if response.cost_usd is not None:
             usage.cost_usd = (usage.cost_usd or 0.0) + response.cost_usd
+
+    def record_error(self, error_type: str, message: str | None) -> None:
+        self.errors[error_type] += 1
+        self.first_errors.setdefault(error_type, message or "")
 
     @property
     def requests(self) -> int:

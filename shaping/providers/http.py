@@ -194,6 +194,10 @@ class HTTPProvider(Provider):
         detail = server_message(body, reason)
         if status < 400:  # the API moved: requests are not followed elsewhere with the key on them
             detail = f"redirected to {headers.get('location', '?')}; set base_url to where it points"
+        elif status in (401, 403):
+            env = self.config.api_key_env
+            detail += (f": check {env}" if env else
+                       f": no key was sent (shaping.toml models.{self.name}.api_key_env names the variable holding it)")
         return self.failure(
             kind, f"HTTP {status} from {base_url}{self.path}: {detail}",
             retryable=retryable, status_code=status,
