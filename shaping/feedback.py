@@ -95,12 +95,12 @@ class FeedbackStore:
         rows: list[tuple] = []
         for line in _lines(samples):
             messages = json.loads(line).get("messages") or []
-            users = [m["content"] for m in messages if m.get("role") == "user"]
-            answers = [m["content"] for m in messages if m.get("role") == "assistant"]
+            users = [_text(m) for m in messages if m.get("role") == "user"]
+            answers = [_text(m) for m in messages if m.get("role") == "assistant" and _text(m)]
             if users and answers:
                 rows.append((users[-1], answers[-1], True, None, None))
         for line in _lines(errors):
-            error = json.loads(line)
+            error = json.loads(line)["__ERROR__"]
             prompt = json.dumps(error.get("input_data"), ensure_ascii=False, default=str)[:2000]
             rows.append((prompt, None, False, error.get("error"), error.get("message")))
         if rows:
@@ -109,6 +109,14 @@ class FeedbackStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _text(message: dict) -> str:
+    """A message's text: its content string, or its text parts joined."""
+    content = message.get("content")
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return content or ""
 
 
 def _lines(path: Path):

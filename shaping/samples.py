@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -62,12 +62,11 @@ class AnnotatedTrainingSample(TrainingSample):
     completed_at: datetime
 
 
-class ErrorRecord(BaseModel):
-    """A record that did not become a sample, with everything needed to see why."""
+class ErrorDetails(BaseModel):
+    """Why one record did not become a sample, with everything needed to see why."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid")
 
-    marker: Literal[True] = Field(default=True, alias="__ERROR__")
     id: str
     error: str
     message: str
@@ -76,3 +75,15 @@ class ErrorRecord(BaseModel):
     pipeline_commit: str | None = None
     failed_at: datetime
     traceback: str | None = None
+
+
+class ErrorRecord(BaseModel):
+    """One line of `<name>.errors.jsonl`: `{"__ERROR__": {"id", "error", "message", "input_data",
+    "steps", "pipeline_commit", "failed_at", "traceback"}}`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    details: ErrorDetails = Field(alias="__ERROR__")
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True, fallback=str).encode()

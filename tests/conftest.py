@@ -40,3 +40,10 @@ def project(tmp_path: Path) -> Project:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_errors(path: Path) -> list[dict]:
+    """Error records, unwrapped: each line is exactly `{"__ERROR__": {...}}`."""
+    records = read_jsonl(path)
+    assert all(list(r) == ["__ERROR__"] and isinstance(r["__ERROR__"], dict) for r in records), records[:1]
+    return [r["__ERROR__"] for r in records]

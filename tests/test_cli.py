@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import read_jsonl, write_project
+from tests.conftest import read_errors, read_jsonl, write_project
 
 REPO = Path(__file__).resolve().parents[1]
 ISF = str(Path(sys.executable).with_name("isf"))
@@ -73,7 +73,7 @@ def test_run_writes_samples_errors_manifest(proj):
     result = isf(proj, "pipeline", "run", "demo")
     assert result.returncode == 0, result.stderr
     samples = read_jsonl(proj / "training/data/demo.jsonl")
-    errors = read_jsonl(proj / "training/data/demo.errors.jsonl")
+    errors = read_errors(proj / "training/data/demo.errors.jsonl")
     assert [s["id"] for s in samples] == [f"f{i}" for i in range(12) if i != 5]
     assert "steps" in samples[0] and len(samples[0]["steps"]) == 4  # annotated by default
     assert [(e["id"], e["error"]) for e in errors] == [("f5", "judge_rejected")]

@@ -13,10 +13,10 @@ from openai.types.chat import ChatCompletion
 from pydantic import BaseModel
 
 from shaping import run_pipeline
-from shaping.errors import ConfigError, PipelineError
+from shaping.errors import ConfigError, PipelineError, RunFailedError
 from shaping.pipeline import Pipeline, TrainingSample, model_request
 from shaping.requests import ModelResponse, Usage
-from tests.conftest import read_jsonl, write_project
+from tests.conftest import read_errors, read_jsonl, write_project
 from tests.sdk_types import anthropic_params_type, check_body, openai_params_type
 from tests.servers import Fault, LoopbackServer
 from tests.test_http_providers import KEY, model_toml, send
@@ -239,8 +239,11 @@ class OnePipeline(Pipeline):
 
 def run_one(project, **request):
     pipeline = type("P", (OnePipeline,), {"name": "one", "request": request})(project)
-    result = run_pipeline(pipeline)
-    return read_jsonl(result.paths.samples), read_jsonl(result.paths.errors), result
+    try:
+        result = run_pipeline(pipeline)
+    except RunFailedError as exc:  # its one record failed: so did the run
+        return [], read_errors(exc.result.paths.failed_errors), exc.result
+    return read_jsonl(result.paths.samples), read_errors(result.paths.errors), result
 
 
 def test_the_step_records_the_translated_params_and_the_local_metadata(tmp_path, key):

@@ -7,6 +7,8 @@ from pathlib import Path
 import anyio
 import pytest
 
+from shaping.errors import RunFailedError
+
 from shaping import run_pipeline
 from shaping.config import Project
 from shaping.discovery import discover
@@ -235,7 +237,8 @@ def test_transformers_chat_template_renders_the_examples_in_order(tmp_path):
     assert rendered == expected
     positions = [rendered.index(m["content"]) for m in conversation]
     assert positions == sorted(positions)
-    result = run_pipeline(pipeline, limit=2)
-    # 4 new tokens of a random model never reach its eos: cut off, so error records, not samples
-    assert result.manifest.counts.records == 2
-    assert result.manifest.counts.errors == {"truncated": 2} and result.manifest.counts.samples == 0
+    # 4 new tokens of a random model never reach its eos: cut off, so error records, not
+    # samples, and a run in which every record failed is a failed run
+    with pytest.raises(RunFailedError, match=r"every record failed \(2 of 2 records: truncated 2\)") as failed:
+        run_pipeline(pipeline, limit=2)
+    assert failed.value.result.manifest.counts.errors == {"truncated": 2}

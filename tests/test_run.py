@@ -12,7 +12,7 @@ from shaping.errors import ConfigError, DependencyError, OutputError, ShapingErr
 from shaping.pipeline import Pipeline, PipelineError, TrainingSample, model_request
 from shaping.providers.mock import mock_reply
 from shaping.requests import LLMRequest
-from tests.conftest import read_jsonl
+from tests.conftest import read_errors, read_jsonl
 
 
 def qa(record_id, question, answer):
@@ -42,12 +42,13 @@ class Mixed(Pipeline):
 def test_samples_and_errors_in_input_order(project):
     result = run_pipeline(Mixed(project))
     samples = read_jsonl(result.paths.samples)
-    errors = read_jsonl(result.paths.errors)
+    errors = read_errors(result.paths.errors)
     assert [s["id"] for s in samples] == [f"r{i}" for i in range(30) if i % 10 not in (3, 7)]
     assert [e["id"] for e in errors] == ["r3", "r7", "r13", "r17", "r23", "r27"]
     assert [e["error"] for e in errors] == ["rejected", "unexpected_error"] * 3
     first = errors[0]
-    assert first["__ERROR__"] is True
+    assert list(first) == ["id", "error", "message", "input_data", "steps", "pipeline_commit", "failed_at",
+                           "traceback"]
     assert first["message"] == "record 3 rejected"
     assert first["input_data"] == {"id": "r3", "n": 3}
     assert first["steps"][0]["messages"] == [{"role": "user", "content": "question 3"}]
@@ -157,7 +158,7 @@ def test_failed_response_is_visible_to_the_task(project):
             return qa(record["id"], "q", response.get_text())
 
     result = run_pipeline(Checks(project))
-    (error,) = read_jsonl(result.paths.errors)
+    (error,) = read_errors(result.paths.errors)
     assert error["error"] == "api_error" and "mock failure" in error["message"]
     assert error["steps"][0]["error"]["type"] == "mock_error"
     assert result.manifest.usage["flaky"].failed == 1

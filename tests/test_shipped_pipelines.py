@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from shaping import run_pipeline
+from shaping.errors import RunFailedError
 from shaping.config import Project
 from shaping.discovery import discover
-from tests.conftest import read_jsonl, write_project
+from tests.conftest import read_errors, read_jsonl, write_project
 from tests.servers import LoopbackServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,7 +22,7 @@ def run_shipped(name, tmp_path, limit=3, **attrs):
     for key, value in attrs.items():
         setattr(pipeline, key, value)
     result = run_pipeline(pipeline, limit=limit, output=tmp_path / f"{name}.jsonl", use_cache=False)
-    return result, read_jsonl(result.paths.samples), read_jsonl(result.paths.errors)
+    return result, read_jsonl(result.paths.samples), read_errors(result.paths.errors)
 
 
 def test_coding_distillation(tmp_path):
@@ -98,8 +99,11 @@ def run_honesty(project, **attrs):
     pipeline.examples_per_topic, pipeline.batch_size = 4, 4
     for key, value in attrs.items():
         setattr(pipeline, key, value)
-    result = run_pipeline(pipeline, limit=2, use_cache=False)
-    return read_jsonl(result.paths.samples), read_jsonl(result.paths.errors)
+    try:
+        result = run_pipeline(pipeline, limit=2, use_cache=False)
+    except RunFailedError as exc:  # every record failed: so did the run
+        return [], read_errors(exc.result.paths.failed_errors)
+    return read_jsonl(result.paths.samples), read_errors(result.paths.errors)
 
 
 def test_honesty_valid_json(honesty_project):

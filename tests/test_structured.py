@@ -6,8 +6,9 @@ import pytest
 from pydantic import BaseModel, Field
 
 from shaping import run_pipeline
+from shaping.errors import RunFailedError
 from shaping.pipeline import Pipeline, TrainingSample, model_request
-from tests.conftest import read_jsonl, write_project
+from tests.conftest import read_errors, read_jsonl, write_project
 from tests.servers import LoopbackServer
 
 
@@ -48,8 +49,11 @@ def run(project, **attrs):
     pipeline = Judge(project)
     for key, value in attrs.items():
         setattr(pipeline, key, value)
-    result = run_pipeline(pipeline, annotate=True, use_cache=False)
-    return read_jsonl(result.paths.samples), read_jsonl(result.paths.errors)
+    try:
+        result = run_pipeline(pipeline, annotate=True, use_cache=False)
+    except RunFailedError as exc:  # every record failed: the run failed, its errors written beside
+        return [], read_errors(exc.result.paths.failed_errors)
+    return read_jsonl(result.paths.samples), read_errors(result.paths.errors)
 
 
 def test_invalid_then_valid_json_is_repaired(tmp_path):

@@ -5,7 +5,7 @@ import hashlib
 
 import pytest
 
-from tests.conftest import read_jsonl, write_project
+from tests.conftest import read_errors, read_jsonl, write_project
 from tests.servers import Fault, LoopbackServer
 from tests.test_cli import isf
 from tests.test_http_providers import KEY, model_toml
@@ -61,7 +61,7 @@ def test_a_run_with_a_wrong_key_fails_keeps_the_output_and_is_retried(tmp_path, 
     assert len(line) == 1 and "pipeline 'ask' failed: authentication failed" in line[0]
     assert "HTTP 401" in line[0] and "check SHAPING_TEST_KEY" in line[0] and "sk-wrong" not in failed.stderr
     assert sha(output) == good  # the good output is untouched
-    assert len(read_jsonl(tmp_path / "training" / "data" / "ask.failed.errors.jsonl")) == 8
+    assert len(read_errors(tmp_path / "training" / "data" / "ask.failed.errors.jsonl")) == 8
 
     status = isf(tmp_path, "pipeline", "status")
     assert "ask: FAILED" in status.stdout and "last run failed: authentication failed" in status.stdout

@@ -35,6 +35,7 @@ def sample_cmd(ctx: click.Context, name: str, count: int, full: bool, seed: int)
     import random
 
     from shaping.quality.dataset import last_turn
+    from shaping.quality.turns import calls_text, message_text, tool_calls_of
 
     _, data = load_output(ctx, name)
     chosen = random.Random(seed).sample(data.samples, min(count, len(data.samples)))
@@ -42,8 +43,14 @@ def sample_cmd(ctx: click.Context, name: str, count: int, full: bool, seed: int)
         for sample in chosen:
             out.print(Text(f"── {sample.get('id')}", style="bold"))
             for message in sample.get("messages") or []:
+                if not isinstance(message, dict):
+                    continue
                 out.print(Text(f"{message.get('role')}: ", style="bold cyan"), end="")
-                out.print(str(message.get("content")), markup=False, highlight=False)
+                out.print(message_text(message), markup=False, highlight=False)
+                if message.get("reasoning_content"):
+                    out.print(Text(f"  reasoning: {message['reasoning_content']}", style="dim"), soft_wrap=True)
+                if calls := tool_calls_of(message):
+                    out.print(Text(f"  tool calls: {calls_text(calls)}", style="magenta"), soft_wrap=True)
         return
     table = Table(box=None, padding=(0, 1), pad_edge=False, header_style="bold")
     for column in ("id", "prompt", "response"):
@@ -55,6 +62,11 @@ def sample_cmd(ctx: click.Context, name: str, count: int, full: bool, seed: int)
     out.print(f"[dim]{len(chosen)} of {len(data.samples)} samples, seed {seed}; --full for whole conversations[/]")
 
 
+#: problem lines validate prints per failing check (the report lists more)
+SHOWN_PROBLEMS = 5
+STATUS_STYLE = {"PASS": "green", "FAIL": "bold red", "INFO": "cyan", "N/A": "yellow"}
+
+
 @pipeline.command("validate")
 @click.argument("name")
 @click.pass_context
@@ -62,7 +74,10 @@ def sample_cmd(ctx: click.Context, name: str, count: int, full: bool, seed: int)
 def validate_cmd(ctx: click.Context, name: str) -> None:
     """The checklist before training; exit 1 when any check fails.
 
-    Thresholds come from the pipeline's `quality = {...}` (see shaping.quality.Thresholds).
+    Besides the text checks it counts assistant turns that are empty, cut off at the token limit
+    or refused (failures unless `max_empty`, `max_truncated`, `max_refused` allow them), and
+    those with reasoning or tool calls (figures only). Thresholds come from the pipeline's
+    `quality = {...}` (see shaping.quality.Thresholds).
     """
     from shaping.quality import Thresholds, run_checks
 
@@ -72,14 +87,24 @@ def validate_cmd(ctx: click.Context, name: str) -> None:
     for column in ("", "check", "figure", "limit"):
         table.add_column(column, overflow="fold")
     for check in checks:
-        table.add_row(Text("PASS", style="green") if check.passed else Text("FAIL", style="bold red"),
-                      check.name, check.figure, Text(check.limit, style="dim"))
+        table.add_row(Text(check.status, style=STATUS_STYLE[check.status]), check.name, check.figure,
+                      Text(check.limit, style="dim"))
     out.print(table)
-    failed = [c.name for c in checks if not c.passed]
+    failed = [c for c in checks if not c.passed]
+    for check in failed:
+        for problem in check.problems[:SHOWN_PROBLEMS]:
+            out.print(Text.assemble((f"{check.name}: ", "red"), problem), soft_wrap=True)
+        if len(check.problems) > SHOWN_PROBLEMS:
+            out.print(Text(f"{check.name}: ... and {len(check.problems) - SHOWN_PROBLEMS} more "
+                           f"(isf pipeline report {name} lists them)", style="dim"), soft_wrap=True)
+    judged = [c for c in checks if c.kind == "check"]
+    unknown = [c.name for c in checks if c.kind == "unknown"]
+    note = f"; not known from this output: {', '.join(unknown)}" if unknown else ""
     if failed:
-        out.print(Text(f"{len(failed)} of {len(checks)} checks failed: {', '.join(failed)}", style="bold red"))
+        out.print(Text(f"{len(failed)} of {len(judged)} checks failed: {', '.join(c.name for c in failed)}{note}",
+                       style="bold red"))
         sys.exit(1)
-    out.print(Text(f"all {len(checks)} checks passed", style="green"))
+    out.print(Text(f"all {len(judged)} checks passed{note}", style="green"))
 
 
 @pipeline.command("errors")

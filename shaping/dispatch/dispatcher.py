@@ -31,7 +31,7 @@ from shaping.providers.base import UnsupportedRequest
 from shaping.requests import (
     LLMMessage, LLMRequest, ModelRequest, ModelResponse, ResponseError, model_request, streaming_problem,
 )
-from shaping.samples import ErrorRecord, TrainingSample
+from shaping.samples import ErrorDetails, ErrorRecord, TrainingSample
 from shaping.spool import SampleSpool, Spool
 
 QUERY_RECORD_ID = "__run__"
@@ -273,7 +273,7 @@ class Dispatcher:
 
     def _write(self, samples: SampleSpool, record: Any, outcome: Outcome) -> None:
         if outcome.error_type:
-            self.errors.write(self._error_record(record, outcome).model_dump_json(by_alias=True, fallback=str).encode())
+            self.errors.write(self._error_record(record, outcome).to_json())
         elif self.annotate:
             for sample in outcome.samples:
                 samples.write(self._annotated_json(sample, record, outcome))
@@ -297,7 +297,7 @@ class Dispatcher:
         }, fallback=str, inf_nan_mode="null")
 
     def _error_record(self, record: Any, outcome: Outcome) -> ErrorRecord:
-        return ErrorRecord(
+        return ErrorRecord(details=ErrorDetails(
             id=outcome.record_id,
             error=outcome.error_type,
             message=outcome.message or "",
@@ -306,4 +306,4 @@ class Dispatcher:
             pipeline_commit=self.commit,
             failed_at=outcome.completed_at,
             traceback=outcome.traceback,
-        )
+        ))

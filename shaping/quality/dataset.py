@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from shaping.errors import ShapingError
 from shaping.manifest import Manifest, read_manifest
 from shaping.output import OutputPaths
+from shaping.quality.turns import Turn, analyse, message_text, response_text
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -18,17 +20,38 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         for number, line in enumerate(f, start=1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise ShapingError(f"{path}: line {number}: invalid JSON ({exc.msg})") from None
+                if not isinstance(row, dict):
+                    raise ShapingError(f"{path}: line {number}: expected a JSON object, got {type(row).__name__}")
+                rows.append(row)
     return rows
 
 
-def last_turn(sample: dict[str, Any], role: str) -> str:
-    for message in reversed(sample.get("messages") or []):
+def _last(sample: dict[str, Any], role: str) -> dict[str, Any] | None:
+    messages = sample.get("messages")
+    for message in reversed(messages if isinstance(messages, list) else []):
         if isinstance(message, dict) and message.get("role") == role:
-            return str(message.get("content") or "")
-    return ""
+            return message
+    return None
+
+
+def last_turn(sample: dict[str, Any], role: str) -> str:
+    """The text of the sample's last turn of this role (content given as a string, as a list of
+    parts or as None); for the assistant, without inline `<think>` reasoning, and its tool calls
+    where it has no text."""
+    message = _last(sample, role)
+    if message is None:
+        return ""
+    return response_text(message) if role == "assistant" else message_text(message)
+
+
+def _error_fields(line: dict[str, Any]) -> dict[str, Any]:
+    """An error line's fields: `{"__ERROR__": {id, error, message, ...}}`, or those fields beside
+    `"__ERROR__": true` (as earlier versions wrote)."""
+    inner = line.get("__ERROR__")
+    return inner if isinstance(inner, dict) else line
 
 
 @dataclass
@@ -44,12 +67,17 @@ class Dataset:
         if not paths.samples.exists():
             raise ShapingError(f"pipeline '{name}' has no output yet ({paths.samples}); "
                                f"run it first: isf pipeline run {name}")
-        errors = _read_jsonl(paths.errors) if paths.errors.exists() else []
+        errors = [_error_fields(e) for e in _read_jsonl(paths.errors)] if paths.errors.exists() else []
         try:
             manifest = read_manifest(paths.manifest) if paths.manifest.exists() else None
         except ValueError:
             manifest = None
         return cls(name, paths, _read_jsonl(paths.samples), errors, manifest)
+
+    @cached_property
+    def turns(self) -> list[Turn]:
+        """Every assistant turn of every sample (see shaping.quality.turns)."""
+        return [turn for sample in self.samples for turn in analyse(sample)]
 
     @property
     def responses(self) -> list[str]:
