@@ -35,26 +35,50 @@ class FileDep(Dependency):
         self.relpath = str(path)
 
     def bind(self, instance: Any) -> "BoundFile":
-        return BoundFile(self, instance.project.root)
+        return BoundFile(self, instance.project.root, getattr(instance, "name", None))
 
     def __repr__(self) -> str:
         return f"file_dep({self.relpath!r})"
 
 
 class BoundFile:
-    def __init__(self, dep: FileDep, root: Path) -> None:
+    def __init__(self, dep: FileDep, root: Path, pipeline: str | None = None) -> None:
         self.dep = dep
         self.path = (root / dep.relpath).resolve()
+        self.pipeline = pipeline
 
     @property
     def attr(self) -> str:
         return self.dep.attr
 
     def read(self, encoding: str = "utf-8") -> str:
-        return self.path.read_text(encoding=encoding)
+        """The file's text; a problem is one line naming the pipeline, the dependency and the file."""
+        try:
+            return self.path.read_text(encoding=encoding)
+        except UnicodeDecodeError as exc:
+            raise self._error(f"is not {encoding} text (byte {exc.start}); use read_bytes()") from exc
+        except OSError as exc:
+            raise self._problem(exc) from exc
 
     def read_bytes(self) -> bytes:
-        return self.path.read_bytes()
+        try:
+            return self.path.read_bytes()
+        except OSError as exc:
+            raise self._problem(exc) from exc
+
+    def _problem(self, exc: OSError) -> Exception:
+        if isinstance(exc, IsADirectoryError):
+            return self._error(f"is a folder; read the files in it through .path "
+                               f"(e.g. sorted(self.{self.attr}.path.glob('*.txt')))")
+        if isinstance(exc, FileNotFoundError):
+            return self._error(f"not found (looked for {self.path})")
+        return self._error(f"cannot be read: {exc.strerror or exc}")
+
+    def _error(self, what: str) -> Exception:
+        from shaping.errors import DependencyError
+
+        owner = f"pipeline '{self.pipeline}': " if self.pipeline else ""
+        return DependencyError(f"{owner}file_dep {self.attr}: {self.dep.relpath} {what}")
 
     def __fspath__(self) -> str:
         return str(self.path)

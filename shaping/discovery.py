@@ -55,18 +55,34 @@ def load_file(path: Path, project: Project) -> list[type[Pipeline]]:
     ]
 
 
-def discover(project: Project) -> dict[str, PipelineEntry]:
+class Pipelines(dict[str, PipelineEntry]):
+    """The pipelines found, by name; `broken` holds the files that failed to import, each with
+    its one-line error (`pipelines/b.py:25: failed to import: NameError: ...`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken: dict[Path, PipelineLoadError] = {}
+
+
+def discover(project: Project) -> Pipelines:
+    """Every pipeline of the project. A file that fails to import is kept in `.broken`; it never
+    stops the others from being found."""
+    entries = Pipelines()
     folder = project.pipelines_dir
     if not folder.is_dir():
-        return {}
+        return entries
     for extra in (str(project.root), str(folder)):  # as `python pipelines/x.py` would see it
         if extra not in sys.path:
             sys.path.insert(0, extra)
-    entries: dict[str, PipelineEntry] = {}
     for path in sorted(folder.glob("*.py")):
         if path.name.startswith("_"):
             continue
-        for cls in load_file(path, project):
+        try:
+            classes = load_file(path, project)
+        except PipelineLoadError as exc:
+            entries.broken[path.resolve()] = exc
+            continue
+        for cls in classes:
             if cls.name in entries:
                 other = entries[cls.name]
                 raise PipelineDefinitionError(
@@ -77,10 +93,12 @@ def discover(project: Project) -> dict[str, PipelineEntry]:
     return entries
 
 
-def find_pipeline(project: Project, name: str, entries: dict[str, PipelineEntry] | None = None) -> PipelineEntry:
+def find_pipeline(project: Project, name: str, entries: Pipelines | None = None) -> PipelineEntry:
     entries = discover(project) if entries is None else entries
     try:
         return entries[name]
     except KeyError:
         known = ", ".join(sorted(entries)) or f"none in {project.relative(project.pipelines_dir)}/"
-        raise ShapingError(f"unknown pipeline '{name}' (known pipelines: {known})") from None
+        broken = getattr(entries, "broken", {})
+        also = f"; broken, so not searched: {'; '.join(map(str, broken.values()))}" if broken else ""
+        raise ShapingError(f"unknown pipeline '{name}' (known pipelines: {known}){also}") from None

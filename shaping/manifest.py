@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shaping.config import ModelConfig
 from shaping.gitinfo import GitState
 from shaping.output import sha256_path
-from shaping.providers.registry import resolve_base_url, resolve_provider_name
+from shaping.providers.registry import provider_class, resolve_base_url, resolve_provider_name
 
 SCHEMA_VERSION = 1
 
@@ -40,6 +40,10 @@ class ModelState(_Model):
     model: str
     base_url: str | None
     params: dict[str, Any]
+    #: the options that shape answers (see Provider.fingerprint_parts)
+    options: dict[str, Any] = Field(default_factory=dict)
+    #: a local model's files, as one hash
+    files: str | None = None
 
 
 class KShotState(_Model):
@@ -104,14 +108,19 @@ class Manifest(_Model):
 
 
 def model_state(name: str, config: ModelConfig) -> ModelState:
+    """The model's identity and its fingerprint: provider, model, base_url, params, and what its
+    provider says also changes answers (options that shape generation, a local model's files)."""
+    provider = resolve_provider_name(name, config)
     identity = {
-        "provider": resolve_provider_name(name, config),
+        "provider": provider,
         "model": config.model,
         "base_url": resolve_base_url(config) if not config.base_urls else ",".join(sorted(config.base_urls)),
         "params": config.params,
     }
-    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
-    return ModelState(name=name, fingerprint=hashlib.sha256(canonical.encode()).hexdigest(), **identity)
+    extra = provider_class(name, provider).fingerprint_parts(config)
+    canonical = json.dumps({**identity, **extra}, sort_keys=True, separators=(",", ":"), default=str)
+    return ModelState(name=name, fingerprint=hashlib.sha256(canonical.encode()).hexdigest(), **identity,
+                      options=extra.get("options", {}), files=extra.get("files"))
 
 
 def file_state(path: Path, root: Path) -> FileState:
@@ -167,10 +176,26 @@ def local_imports(source: Path, pipelines_dir: Path) -> list[Path]:
     return sorted(found)
 
 
+def code_hash(path: Path) -> str:
+    """A Python file's hash as code: of its syntax tree, so comments and formatting do not
+    count (docstrings and every string do). A file that does not parse is hashed as bytes."""
+    data = path.read_bytes()
+    try:
+        tree = ast.parse(data)
+    except (SyntaxError, ValueError):
+        return hashlib.sha256(data).hexdigest()
+    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()
+
+
 def source_hashes(source: Path, pipelines_dir: Path, root: Path) -> tuple[str, dict[str, str]]:
-    """(one combined hash, {file: sha256}) over a pipeline's file and its local imports."""
-    states = [file_state(p, root) for p in [source, *local_imports(source, pipelines_dir)]]
-    files = {state.path: state.sha256 for state in states}
+    """(one combined hash, {file: code hash}) over a pipeline's file and its local imports."""
+    files = {}
+    for path in [source, *local_imports(source, pipelines_dir)]:
+        try:
+            shown = str(path.relative_to(root))
+        except ValueError:
+            shown = str(path)
+        files[shown] = code_hash(path)
     combined = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
     return combined, files
 

@@ -5,9 +5,10 @@ dispatcher a local run uses, and returns its result lines, which the driver writ
 order: the files, manifest, errors and cache semantics are those of a local run.
 
 - The cache is shared through an actor that owns the project's SQLite file (on the driver's
-  node): a shard starts by fetching the answers its records already have, and sends its new
-  answers back in batches as they arrive. A shard whose worker dies is run again by Ray, and
-  what was answered before the death comes from the cache: nothing is paid twice.
+  node): a shard starts by fetching the answers its records already have, and each new answer
+  is committed by the actor before the task that asked sees it (grouped: one call at a time per
+  shard, with what arrived meanwhile). A shard whose worker dies is run again by Ray, and what
+  was answered before the death comes from the cache: nothing is paid twice.
 - Rate limits are shared through one actor per run that hands out request and token permits,
   so many workers on one API key stay under its limits together.
 - The pipeline object is shipped to the workers (with what `run()` set on it before calling
@@ -28,8 +29,8 @@ from typing import Any
 import anyio
 
 from shaping.config import ModelConfig, Project
-from shaping.dispatch.cache import RequestCache, answer_row
-from shaping.dispatch.dispatcher import Dispatcher, record_id_of
+from shaping.dispatch.cache import GroupCommitter, RequestCache, answer_row
+from shaping.dispatch.dispatcher import Dispatcher, RecordIds, record_id_of
 from shaping.dispatch.limits import RateLimits, estimate_tokens
 from shaping.dispatch.stats import ModelUsage, RunStats
 from shaping.errors import ShapingError
@@ -46,10 +47,12 @@ def import_ray() -> Any:
 
 
 class _RemoteCache:
-    """The dispatcher's cache interface, on a worker: prefetched answers, new ones sent back."""
+    """The dispatcher's cache interface, on a worker: prefetched answers, new ones committed by
+    the cache actor before `store` returns."""
 
     def __init__(self, actor: Any, known: dict[str, str]) -> None:
-        self._actor, self._known, self._pending, self._sent = actor, known, [], []
+        self._actor, self._known = actor, known
+        self._group = GroupCommitter(self._commit)
 
     def holds(self, pipeline: str) -> bool:
         return True  # lookups here are dictionary reads of the prefetched answers
@@ -62,21 +65,20 @@ class _RemoteCache:
         response.cached = True
         return response
 
-    def put(self, key, pipeline, model, record_id, step, messages, params, response) -> None:
+    async def store(self, key, pipeline, model, record_id, step, messages, params, response) -> None:
         row = answer_row(key, pipeline, model, record_id, step, messages, params, response)
         self._known[key] = row[6]
-        self._pending.append(row)
+        await self._group.store(key, row)
 
-    def flush(self) -> None:
-        if self._pending:
-            rows, self._pending = self._pending, []
-            self._sent.append(self._actor.put_rows.remote(rows))
+    async def _commit(self, rows: list[tuple]) -> None:
+        await self._actor.put_rows.remote(rows)
 
     def close(self) -> None:
         import ray
 
-        self.flush()
-        ray.get(self._sent)
+        rows = self._group.take_open()  # stored by senders cancelled before their commit
+        if rows:
+            ray.get(self._actor.put_rows.remote(rows))
 
 
 class _RemoteLimits:
@@ -189,6 +191,7 @@ class RayExecutor:
     async def run_task(self, task: Any, records: Any, limit: int | None = None) -> SampleSpool:
         items = list(records if limit is None else (r for i, r in zip(range(limit), records)))
         d = self.dispatcher
+        RecordIds.check(items, 0, f"pipeline '{d.pipeline_name}': run_task({task.__name__})")
         d.stats.records_total = (d.stats.records_total or 0) + len(items)
         size = max(1, math.ceil(len(items) / self.shards))
         settings = {"workers": d.workers, "annotate": d.annotate, "commit": d.commit, "metadata": d.metadata}

@@ -31,6 +31,7 @@ from shaping.manifest import (
 )
 from shaping.output import AtomicWriter, OutputPaths, output_paths
 from shaping.pipeline import Pipeline
+from shaping.providers.registry import check_model
 from shaping.samples import AnnotatedTrainingSample, TrainingSample
 from shaping.spool import SampleSpool, remove_leftovers
 
@@ -78,6 +79,13 @@ def check_file_deps(pipeline: Pipeline) -> dict[str, FileState]:
     return states
 
 
+def check_run_options(limit: int | None, workers: int | None) -> None:
+    """--limit and --workers are at least 1 (checked before anything else, "nothing to do" included)."""
+    for flag, value in (("limit", limit), ("workers", workers)):
+        if value is not None and value < 1:
+            raise ShapingError(f"--{flag} must be at least 1, got {value}")
+
+
 def run_pipeline(
     pipeline: Pipeline,
     *,
@@ -99,10 +107,7 @@ def run_pipeline(
     """
     name = pipeline.name
     project = pipeline.project
-    if limit is not None and limit < 1:
-        raise ShapingError(f"limit must be at least 1, got {limit}")
-    if workers is not None and workers < 1:
-        raise ShapingError(f"workers must be at least 1, got {workers}")
+    check_run_options(limit, workers)
     annotate = pipeline.annotated if annotate is None else annotate
     if executor not in ("local", "ray"):
         raise ShapingError(f"executor must be 'local' or 'ray', got {executor!r}")
@@ -111,8 +116,11 @@ def run_pipeline(
 
         import_ray()  # say how to install it before anything else
     files = check_file_deps(pipeline)
-    models = {attr: model_state(dep.model_name, project.model(dep.model_name))
-              for attr, dep in pipeline.model_deps.items()}
+    models = {}
+    for attr, dep in pipeline.model_deps.items():  # unknown model or provider, bad options: fail now
+        config = project.model(dep.model_name)     # (keys are read when a model first sends)
+        check_model(dep.model_name, config)
+        models[attr] = model_state(dep.model_name, config)
     paths = output_paths(project.data_dir, name, output)
     project.cache_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(project.cache_dir / f"{name}.lock", name):
@@ -152,8 +160,6 @@ def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, sta
     try:
         with quiet_collector(), start_blocking_portal(backend_options=event_loop_options()) as portal:
             with portal.wrap_async_context_manager(dispatcher.session()):
-                for dep in pipeline.model_deps.values():  # unknown provider or missing key: fail now
-                    portal.call(dispatcher.channel, dep.model_name)
                 pipeline._runtime = _Runtime(portal, dispatcher, executor)
                 try:
                     samples = pipeline.run()

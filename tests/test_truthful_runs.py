@@ -2,6 +2,7 @@
 and the next run retries it without paying again for what succeeded."""
 
 import hashlib
+import json
 
 import pytest
 
@@ -109,3 +110,128 @@ def test_a_server_that_is_down_fails_the_run(tmp_path, server):
     failed = isf(tmp_path, "pipeline", "run", "ask")
     assert failed.returncode == 1 and "every record failed (8 of 8 records: server_error 8)" in failed.stderr
     assert not (tmp_path / "training" / "data" / "ask.manifest.json").exists()
+
+
+# -- broken neighbours, argument checks, keys, duplicate ids, helpers' errors ---------------------
+
+MOCK_PIPELINE = '''
+from shaping.pipeline import Pipeline, TrainingSample, model_request
+
+
+class Good(Pipeline):
+    name = "good"
+    judge = Pipeline.model_dep("judge")
+    records = [{"id": "a"}, {"id": "b"}]
+
+    def run(self):
+        return self.run_task(self.task, records=self.records)
+
+    def task(self, record):
+        answer = yield model_request(f"about {record['id']}", model=self.judge)
+        return TrainingSample(id=record["id"], messages=[
+            {"role": "user", "content": f"about {record['id']}"}, answer.as_message()])
+'''
+
+
+def mock_project(root, pipeline=MOCK_PIPELINE, toml=None):
+    project = write_project(root, toml) if toml else write_project(root)
+    (root / "pipelines" / "good.py").write_text(pipeline)
+    return project
+
+
+def one_error_line(result):
+    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_a_broken_pipeline_file_does_not_stop_the_others(tmp_path):
+    mock_project(tmp_path)
+    (tmp_path / "pipelines" / "b.py").write_text("from shaping.pipeline import Pipeline\n\nx = 1\ny = undefined_name\n")
+    listed = isf(tmp_path, "pipeline", "list")
+    assert listed.returncode == 0 and "good" in listed.stdout
+    assert "BROKEN pipelines/b.py:4: failed to import: NameError" in listed.stderr
+    assert isf(tmp_path, "pipeline", "run", "good").returncode == 0
+    status = isf(tmp_path, "pipeline", "status")
+    assert "good: CURRENT (2 samples)" in status.stdout and "BROKEN pipelines/b.py:4" in status.stdout
+    assert isf(tmp_path, "pipeline", "status", "--check").returncode == 1
+    assert isf(tmp_path, "pipeline", "status", "--check", "good").returncode == 0
+    unknown = isf(tmp_path, "pipeline", "run", "b")
+    assert "unknown pipeline 'b'" in one_error_line(unknown) and "pipelines/b.py:4" in unknown.stderr
+
+
+def test_argument_checks_come_before_nothing_to_do(tmp_path):
+    mock_project(tmp_path)
+    assert isf(tmp_path, "pipeline", "run", "good").returncode == 0
+    bad = isf(tmp_path, "pipeline", "run", "good", "--workers", "0")
+    assert one_error_line(bad) == "error: --workers must be at least 1, got 0"
+
+
+def test_changing_only_the_format_rewrites_from_the_cache(tmp_path):
+    mock_project(tmp_path)
+    assert isf(tmp_path, "pipeline", "run", "good").returncode == 0
+    data = tmp_path / "training" / "data"
+    assert "steps" in read_jsonl(data / "good.jsonl")[0]
+    plain = isf(tmp_path, "pipeline", "run", "good", "--no-annotate")
+    assert plain.returncode == 0 and "nothing to do" not in plain.stdout
+    assert list(read_jsonl(data / "good.jsonl")[0]) == ["id", "messages"]
+    usage = json.loads((data / "good.manifest.json").read_text())["usage"]["judge"]
+    assert usage["requests"] == usage["cached"] == 2  # both answers from the cache: nothing paid again
+
+
+def test_a_missing_key_matters_only_when_the_model_sends(tmp_path, monkeypatch):
+    monkeypatch.delenv("SHAPING_UNSET_KEY", raising=False)
+    toml = ('[models.judge]\nprovider = "openai"\nmodel = "gpt-4o-mini"\nbase_url = "http://127.0.0.1:9/v1"\n'
+            'api_key_env = "SHAPING_UNSET_KEY"\n')
+    quiet = MOCK_PIPELINE.replace('records = [{"id": "a"}, {"id": "b"}]', "records = []")
+    mock_project(tmp_path, quiet, toml)
+    assert isf(tmp_path, "pipeline", "run", "good").returncode == 0  # sends nothing: needs no key
+    (tmp_path / "pipelines" / "good.py").write_text(MOCK_PIPELINE)
+    line = one_error_line(isf(tmp_path, "pipeline", "run", "good"))
+    assert "environment variable SHAPING_UNSET_KEY is not set" in line and "models.judge.api_key_env" in line
+
+
+def test_duplicate_record_ids_are_refused_before_any_request(tmp_path):
+    mock_project(tmp_path, MOCK_PIPELINE.replace('{"id": "b"}', '{"id": "b"}, {"id": "c"}, {"id": "b"}'))
+    line = one_error_line(isf(tmp_path, "pipeline", "run", "good"))
+    assert "records 1 and 3 have the same id 'b'" in line
+    assert not (tmp_path / "training" / "data" / "good.jsonl").exists()
+    assert not (tmp_path / "training" / ".cache" / "requests.sqlite").exists() or \
+        "good" not in isf(tmp_path, "cache", "stats").stdout
+
+
+def test_reading_a_folder_file_dep_is_one_line(tmp_path):
+    (tmp_path / "words").mkdir()
+    pipeline = MOCK_PIPELINE.replace('    judge = Pipeline.model_dep("judge")',
+                                     '    judge = Pipeline.model_dep("judge")\n    words = Pipeline.file_dep("words")')
+    pipeline = pipeline.replace("        return self.run_task(", "        self.words.read()\n        return self.run_task(")
+    mock_project(tmp_path, pipeline)
+    line = one_error_line(isf(tmp_path, "pipeline", "run", "good"))
+    assert line.startswith("error: pipeline 'good': file_dep words: words is a folder")
+
+
+# -- fingerprints: what changes answers, and only that --------------------------------------------
+
+def test_options_are_in_the_fingerprint_and_the_cache_key(tmp_path):
+    toml = '[models.judge]\nprovider = "mock"\nmodel = "m"\n[models.judge.options]\nreasoning = false\n'
+    mock_project(tmp_path, toml=toml)
+    assert isf(tmp_path, "pipeline", "run", "good").returncode == 0
+    (tmp_path / "shaping.toml").write_text(toml.replace("reasoning = false", "reasoning = true"))
+    status = isf(tmp_path, "pipeline", "status").stdout
+    assert "good: STALE" in status and "model 'judge' config changed" in status
+    assert isf(tmp_path, "pipeline", "run", "good").returncode == 0
+    sample = read_jsonl(tmp_path / "training" / "data" / "good.jsonl")[0]
+    assert sample["messages"][1]["reasoning_content"]  # answered anew, not replayed from the cache
+    # pacing options change no answer: still CURRENT
+    (tmp_path / "shaping.toml").write_text(toml.replace("reasoning = false", "reasoning = true\nlatency_s = 0.01"))
+    assert "good: CURRENT" in isf(tmp_path, "pipeline", "status").stdout
+
+
+def test_comments_and_formatting_do_not_make_a_pipeline_stale(tmp_path):
+    mock_project(tmp_path)
+    assert isf(tmp_path, "pipeline", "run", "good").returncode == 0
+    path = tmp_path / "pipelines" / "good.py"
+    path.write_text("# a comment\n" + path.read_text().replace("    def run(self):", "\n    def run(self):  # why\n"))
+    assert "good: CURRENT" in isf(tmp_path, "pipeline", "status").stdout
+    path.write_text(path.read_text().replace("about {record['id']}", "on {record['id']}"))
+    assert "changed_code" in isf(tmp_path, "pipeline", "status", "--json").stdout

@@ -13,13 +13,14 @@ from rich.table import Table
 from rich.text import Text
 
 from shaping.cli.app import err, out, pipeline, project_of, user_errors
-from shaping.discovery import discover, find_pipeline
+from shaping.discovery import Pipelines, discover, find_pipeline
 from shaping.dispatch import RunStats
 from shaping.errors import RunFailedError, ShapingError
 from shaping.pipeline import Pipeline
 from shaping.progress import RunDisplay, summary
-from shaping.runner import run_pipeline
-from shaping.staleness import Status, dependency_order, pipeline_status, project_status
+from shaping.runner import check_run_options, run_pipeline
+from shaping.manifest import read_manifest
+from shaping.staleness import Status, default_paths, dependency_order, pipeline_status, project_status
 
 
 @pipeline.command("list")
@@ -29,8 +30,10 @@ def list_cmd(ctx: click.Context) -> None:
     """Show every pipeline with its file and what it depends on."""
     project = project_of(ctx)
     entries = discover(project)
+    report_broken(entries)
     if not entries:
-        out.print(f"no pipelines in {project.relative(project.pipelines_dir)}/")
+        if not entries.broken:
+            out.print(f"no pipelines in {project.relative(project.pipelines_dir)}/")
         return
     table = Table(box=None, padding=(0, 1), pad_edge=False, header_style="bold")
     for column in ("name", "file", "files", "models"):
@@ -44,6 +47,23 @@ def list_cmd(ctx: click.Context) -> None:
             "\n".join(dep.model_name for dep in cls.model_deps.values()) or "-",
         )
     out.print(table)
+
+
+def annotation_differs(project: Any, name: str, annotate: bool | None) -> bool:
+    """Whether --annotate/--no-annotate asks for another format than the output has (the
+    answers come from the request cache: rewriting it pays nothing)."""
+    if annotate is None:
+        return False
+    try:
+        return read_manifest(default_paths(project, name).manifest).annotated != annotate
+    except (ValueError, OSError):
+        return False
+
+
+def report_broken(entries: Pipelines) -> None:
+    """One line per pipeline file that fails to import; the others work as usual."""
+    for problem in entries.broken.values():
+        err.print(Text.assemble(("BROKEN ", "bold red"), str(problem)), soft_wrap=True)
 
 
 def run_options(fn: Any) -> Any:
@@ -80,9 +100,7 @@ def run_and_report(pipeline_obj: Pipeline, limit: int | None, workers: int | Non
                    kshot_file: Path | None = None, kshot_name: str | None = None,
                    kshot_count: int | None = None, kshot_required: bool | None = None,
                    executor: str = "local", address: str | None = None) -> None:
-    for flag, value in (("--limit", limit), ("--workers", workers)):
-        if value is not None and value < 1:
-            raise ShapingError(f"{flag} must be at least 1, got {value}")
+    check_run_options(limit, workers)
     if (kshot_file, kshot_name, kshot_count, kshot_required) != (None, None, None, None):
         pipeline_obj.configure_kshot(
             file=pipeline_obj.project.relative(kshot_file.resolve()) if kshot_file else None,
@@ -116,10 +134,11 @@ def run_cmd(ctx: click.Context, names: tuple[str, ...], stale: bool, force: bool
     A pipeline whose output is CURRENT is skipped unless --force (or --limit/-o) is given.
     Answers already in the request cache are not sent again.
     """
-    project = project_of(ctx)
-    entries = discover(project)
     if not names and not stale:
         raise click.UsageError("give a pipeline NAME, or --stale to run every stale pipeline")
+    check_run_options(options["limit"], options["workers"])  # before "nothing to do"
+    project = project_of(ctx)
+    entries = discover(project)
     for name in names:
         find_pipeline(project, name, entries)
     order = dependency_order(project, entries)
@@ -130,7 +149,8 @@ def run_cmd(ctx: click.Context, names: tuple[str, ...], stale: bool, force: bool
     failed: list[str] = []
     for name in order:
         status = pipeline_status(entries[name], project, done)
-        if name in wanted and (explicit or not status.is_current):
+        reformat = status.is_current and annotation_differs(project, name, options["annotate"])
+        if name in wanted and (explicit or reformat or not status.is_current):
             if len(wanted) > 1 and not options["quiet"]:
                 out.print(Text(f"{name}: {status.headline()}, running", style="bold"))
             try:
@@ -144,6 +164,9 @@ def run_cmd(ctx: click.Context, names: tuple[str, ...], stale: bool, force: bool
         elif name in wanted and not options["quiet"]:
             out.print(f"{name} is {status.headline()}: nothing to do (--force runs it anyway)")
         done[name] = status
+    if stale and entries.broken:
+        report_broken(entries)
+        failed += [project.relative(path) for path in entries.broken]
     if failed:
         raise ShapingError(f"{len(failed)} pipeline(s) failed: {', '.join(failed)}")
 
@@ -161,15 +184,20 @@ def status_cmd(ctx: click.Context, names: tuple[str, ...], as_json: bool, check:
     for name in names:
         find_pipeline(project, name, entries)
     statuses = [s for s in project_status(project, entries).values() if not names or s.name in names]
+    broken = {} if names else entries.broken
     if as_json:
-        click.echo(json.dumps([s.to_dict() for s in statuses], indent=2))
+        click.echo(json.dumps([s.to_dict() for s in statuses] + [
+            {"file": project.relative(path), "state": "BROKEN", "error": str(problem)}
+            for path, problem in broken.items()], indent=2))
     else:
+        for problem in broken.values():
+            out.print(Text.assemble(("BROKEN ", "bold red"), str(problem)), soft_wrap=True)
         styles = {"CURRENT": "green", "STALE": "yellow", "PARTIAL": "yellow", "FAILED": "red", "MISSING": "red"}
         for s in statuses:
             out.print(Text.assemble((f"{s.name}: ", "bold"), (s.headline(), styles[s.state])))
             for reason in s.reasons:
                 out.print(f"  {reason.message}", soft_wrap=True)
-    if check and any(not s.is_current for s in statuses):
+    if check and (broken or any(not s.is_current for s in statuses)):
         sys.exit(1)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -19,14 +19,14 @@ import pydantic_core
 from anyio.abc import TaskGroup
 
 from shaping.config import Project
-from shaping.dispatch.cache import FLUSH_INTERVAL_S, RequestCache, request_key
+from shaping.dispatch.cache import RequestCache, request_key
 from shaping.dispatch.channel import ModelChannel
 from shaping.dispatch.driver import Outcome, drive, find_fatal, step_fields
 from shaping.dispatch.stats import RunStats
 from shaping.providers.base import Provider
 from shaping.providers.registry import create_provider
 from shaping import structured
-from shaping.errors import ConfigError
+from shaping.errors import ConfigError, TaskContractError
 from shaping.providers.base import UnsupportedRequest
 from shaping.requests import (
     LLMMessage, LLMRequest, ModelRequest, ModelResponse, ResponseError, model_request, streaming_problem,
@@ -41,6 +41,28 @@ def record_id_of(record: Any, index: int) -> str:
     if isinstance(record, dict) and record.get("id") is not None:
         return str(record["id"])
     return str(index)
+
+
+class RecordIds:
+    """Refuses a record id seen before (two records with one id would be two samples of one id,
+    and would share cached answers), naming the id and both positions."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.seen: dict[str, int] = {}
+
+    def add(self, record_id: str, index: int) -> None:
+        first = self.seen.setdefault(record_id, index)
+        if first != index:
+            raise TaskContractError(f"{self.where}: records {first} and {index} have the same id {record_id!r}; "
+                                    f"give each record a unique 'id'")
+
+    @classmethod
+    def check(cls, records: Any, first_index: int, where: str) -> None:
+        """Check a sequence of records before anything is sent (an iterator is checked as it is read)."""
+        ids = cls(where)
+        for index, record in enumerate(records):
+            ids.add(record_id_of(record, first_index + index), first_index + index)
 
 
 class Dispatcher:
@@ -85,7 +107,6 @@ class Dispatcher:
                 self._task_group = tg
                 if self.cache is not None:
                     self._lookups = self.cache.holds(self.pipeline_name)
-                    tg.start_soon(self._flush_cache, name="cache-flush")
                 try:
                     yield self
                 finally:
@@ -97,11 +118,6 @@ class Dispatcher:
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
             raise
-
-    async def _flush_cache(self) -> None:
-        while True:
-            await anyio.sleep(FLUSH_INTERVAL_S)
-            self.cache.flush()
 
     async def channel(self, model: str) -> ModelChannel:
         channel = self._channels.get(model)
@@ -185,9 +201,9 @@ class Dispatcher:
         response = await channel.submit(llm_request)
         if request.allow:
             response.allow = request.allow
-        if key is not None and response.is_success:
-            self.cache.put(key, self.pipeline_name, request.model, record_id, step,
-                           request.messages, params, response)
+        if key is not None and response.is_success:  # committed before the task sees it
+            await self.cache.store(key, self.pipeline_name, request.model, record_id, step,
+                                   request.messages, params, response)
         return params, response
 
     async def query(self, model: Any, messages: Any, **params: Any) -> ModelResponse:
@@ -216,6 +232,12 @@ class Dispatcher:
         needed and each result is written out as soon as those before it are done, so memory
         holds only the records in flight. Samples come back in input order (read from disk);
         failed records go to `self.errors`, also in input order."""
+        where = f"pipeline '{self.pipeline_name}': run_task({getattr(task, '__name__', task)})"
+        if isinstance(records, Sequence):
+            RecordIds.check(records[:limit] if limit is not None else records, first_index, where)
+            ids = None
+        else:
+            ids = RecordIds(where)
         if hasattr(records, "__len__"):
             total = len(records) if limit is None else min(limit, len(records))
             self.stats.records_total = (self.stats.records_total or 0) + total
@@ -244,6 +266,8 @@ class Dispatcher:
                     started += 1
                     tg.start_soon(worker, tg)
                 record_id = record_id_of(record, first_index + index)
+                if ids is not None:
+                    ids.add(record_id, first_index + index)
 
                 def answer(request: ModelRequest, step: int, record_id: str = record_id) -> Any:
                     return self.answer(request, step, record_id)

@@ -39,12 +39,23 @@ class Provider(ABC):
     supports_response_format: ClassVar[bool] = False
     #: the provider-specific `[models.NAME.options]` table
     Options: ClassVar[type[BaseModel]] = NoOptions
+    #: options that never change an answer (how requests are spread or paced): left out of
+    #: the model's fingerprint; every other option is in it
+    operational_options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, name: str, config: ModelConfig, api_key: str | None = None) -> None:
         self.name = name
         self.config = config
         self.options = self.Options.model_validate(config.options)
         self._api_key = api_key
+
+    @classmethod
+    def fingerprint_parts(cls, config: ModelConfig) -> dict[str, Any]:
+        """What, besides provider, model, base_url and params, changes this model's answers:
+        its options (all but `operational_options`), and for a local model its files. Read
+        by the fingerprint that staleness and the request cache share; no key, no loading."""
+        options = {k: v for k, v in config.options.items() if k not in cls.operational_options}
+        return {"options": options} if options else {}
 
     @property
     def honours_response_format(self) -> bool:

@@ -101,6 +101,7 @@ class HTTPProvider(Provider):
     default_base_url: ClassVar[str]
     path: ClassVar[str]
     Options = HTTPOptions
+    operational_options = frozenset({"eject_after", "eject_s"})
 
     def __init__(self, name, config, api_key=None) -> None:
         super().__init__(name, config, api_key)

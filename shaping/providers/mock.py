@@ -93,6 +93,7 @@ class MockProvider(Provider):
     default_concurrency = 4
     supports_response_format = True
     Options = MockOptions
+    operational_options = frozenset({"latency_s"})
 
     async def generate_batch(self, requests: list[LLMRequest]) -> list[ModelResponse]:
         if self.options.latency_s:

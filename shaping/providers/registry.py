@@ -74,6 +74,20 @@ def provider_class(name: str, provider: str) -> type[Provider]:
     return entry
 
 
+def check_model(name: str, config: ModelConfig) -> type[Provider]:
+    """Everything about a model that can be checked before a run without its key: the provider
+    is known and the options fit it. The key is read when the model first sends a request."""
+    provider = resolve_provider_name(name, config)
+    cls = provider_class(name, provider)
+    try:
+        cls.Options.model_validate(config.options)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, f"shaping.toml: models.{name}.options")) from None
+    if cls.needs_key and not config.api_key_env:
+        raise ConfigError(f"shaping.toml: models.{name}.api_key_env: required by provider '{provider}'")
+    return cls
+
+
 def create_provider(name: str, config: ModelConfig) -> Provider:
     """Build the provider for model `name`, reading its API key from the named variable."""
     provider = resolve_provider_name(name, config)

@@ -42,6 +42,7 @@ import functools
 import hashlib
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -199,11 +200,36 @@ def parse_tool_calls(text: str) -> tuple[str, list[ToolCall]]:
     return (TOOL_CALL.sub("", text).strip(), calls) if calls else (text, [])
 
 
+#: files at most this large are hashed whole; larger ones (weights) by size and mtime
+HASH_WHOLE_BYTES = 32 * 1024 * 1024
+
+
+def local_files_fingerprint(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.parts):
+        stat = path.stat()
+        if stat.st_size <= HASH_WHOLE_BYTES:
+            digest.update(f"{path.relative_to(folder).as_posix()}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
+        else:
+            digest.update(f"{path.relative_to(folder).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 class TransformersProvider(Provider):
     default_batch_size = 16
     default_concurrency = 1
     Options = TransformersOptions
     tokenizer: Any = None
+
+    @classmethod
+    def fingerprint_parts(cls, config: Any) -> dict[str, Any]:
+        """Options, and for a local folder its files: config, generation config, tokenizer and
+        chat template hashed whole; weights (large) by name, size and modification time."""
+        parts = super().fingerprint_parts(config)
+        folder = Path(config.model).expanduser()
+        if folder.is_dir():
+            parts["files"] = local_files_fingerprint(folder)
+        return parts
 
     async def open(self) -> None:
         await anyio.to_thread.run_sync(self._load)
