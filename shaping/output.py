@@ -24,12 +24,13 @@ class OutputPaths:
     @classmethod
     def for_samples(cls, samples: Path) -> "OutputPaths":
         stem = samples.name[: -len(".jsonl")] if samples.name.endswith(".jsonl") else samples.name
+        errors = samples.parent / "errors"  # beside, not among, the samples: a glob of *.jsonl takes samples only
         return cls(
             samples=samples,
-            errors=samples.with_name(f"{stem}.errors.jsonl"),
+            errors=errors / f"{stem}.jsonl",
             manifest=samples.with_name(f"{stem}.manifest.json"),
             failed=samples.with_name(f"{stem}.failed.json"),
-            failed_errors=samples.with_name(f"{stem}.failed.errors.jsonl"),
+            failed_errors=errors / f"{stem}.failed.jsonl",
         )
 
 
@@ -90,6 +91,7 @@ class AtomicWriter:
 
     def commit(self) -> None:
         for tmp, path in self._pending:
+            path.parent.mkdir(exist_ok=True)  # errors/ is made with the first file put in it
             os.replace(tmp, path)
         self._pending.clear()
 

@@ -174,7 +174,7 @@ class Pipeline:
         """Run the generator method `task` once per record, all records concurrently.
 
         Returns the samples in input order; records that failed are written to
-        `<name>.errors.jsonl` and are not returned. With `--limit N`, takes the first N records.
+        `errors/<name>.jsonl` and are not returned. With `--limit N`, takes the first N records.
         """
         runtime = self._require_runtime("run_task")
         return runtime.run_task(task, records, self.limit)

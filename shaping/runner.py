@@ -264,7 +264,9 @@ def run_failure(pipeline: Pipeline, stats: RunStats) -> str | None:
 def _lines(samples: list[TrainingSample], annotate: bool) -> Iterable[str]:
     for sample in samples:
         if annotate:
-            yield sample.model_dump_json(fallback=str)
+            if not isinstance(sample, AnnotatedTrainingSample):  # made in run(): no provenance
+                sample = AnnotatedTrainingSample(**dict(sample))
+            yield sample.to_line().decode()
         else:
             yield sample.minimal_json().decode()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import orjson
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field
 
 from shaping.requests import LLMMessage, ResponseError, ToolCall, Usage
@@ -54,12 +56,54 @@ class Step(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+#: the free-form parts of an annotated line, written as JSON text: their shapes differ between
+#: pipelines and between records, and a string column keeps every output loadable by
+#: `datasets.load_dataset("json", ...)` alone or several at once, at any size
+ENCODED_FIELDS = ("metadata", "input_data", "steps")
+
+
+def encode_json(value: Any) -> str:
+    return pydantic_core.to_json(value, fallback=str, inf_nan_mode="null").decode()
+
+
+def annotated_line(id: str, messages: Any, tools: Any, metadata: Any, input_data: Any, steps: Any,
+                   pipeline_commit: str | None, started_at: Any, completed_at: Any) -> bytes:
+    """One annotated line: the training fields as they are, the free-form parts as JSON text."""
+    head: dict[str, Any] = {"id": id, "messages": messages}
+    if tools is not None:
+        head["tools"] = tools
+    return pydantic_core.to_json({
+        **head, "metadata": encode_json(metadata), "input_data": encode_json(input_data),
+        "steps": encode_json(steps), "pipeline_commit": pipeline_commit,
+        "started_at": started_at, "completed_at": completed_at,
+    }, fallback=str, inf_nan_mode="null")
+
+
 class AnnotatedTrainingSample(TrainingSample):
+    """A sample with its provenance. In the file, `metadata`, `input_data` and `steps` are JSON
+    text (see `ENCODED_FIELDS`); `from_line` / `to_line` convert."""
+
     input_data: Any = None
     steps: list[Step] = Field(default_factory=list)
     pipeline_commit: str | None = None
-    started_at: datetime
-    completed_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+    def to_line(self) -> bytes:
+        return annotated_line(self.id, self.messages, self.tools, self.metadata, self.input_data, self.steps,
+                              self.pipeline_commit, self.started_at, self.completed_at)
+
+    @classmethod
+    def from_line(cls, line: bytes | str) -> "AnnotatedTrainingSample":
+        return cls.model_validate(decode_annotated(orjson.loads(line)))
+
+
+def decode_annotated(data: dict[str, Any]) -> dict[str, Any]:
+    """An annotated line as read from the file, its JSON-text parts decoded."""
+    for key in ENCODED_FIELDS:
+        if isinstance(data.get(key), str):
+            data[key] = orjson.loads(data[key])
+    return data
 
 
 class ErrorDetails(BaseModel):
@@ -78,7 +122,7 @@ class ErrorDetails(BaseModel):
 
 
 class ErrorRecord(BaseModel):
-    """One line of `<name>.errors.jsonl`: `{"__ERROR__": {"id", "error", "message", "input_data",
+    """One line of `errors/<name>.jsonl`: `{"__ERROR__": {"id", "error", "message", "input_data",
     "steps", "pipeline_commit", "failed_at", "traceback"}}`."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

@@ -88,13 +88,18 @@ class SampleSpool(Spool, Sequence[TrainingSample]):
         self.flush()
         with open(self.path, "rb") as f:
             f.seek(offset)
-            return self._model.model_validate_json(f.readline())
+            return self._read(f.readline())
 
     def __iter__(self) -> Iterator[TrainingSample]:
         self.flush()
         with open(self.path, "rb") as f:
             for line in f:
-                yield self._model.model_validate_json(line)
+                yield self._read(line)
+
+    def _read(self, line: bytes) -> TrainingSample:
+        if self._model is AnnotatedTrainingSample:
+            return AnnotatedTrainingSample.from_line(line)
+        return TrainingSample.model_validate_json(line)
 
     def __repr__(self) -> str:
         return f"<SampleSpool {len(self)} samples>"

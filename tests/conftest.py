@@ -39,7 +39,12 @@ def project(tmp_path: Path) -> Project:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """Lines of an output, the JSON-text parts of annotated lines decoded (see
+    shaping.samples.ENCODED_FIELDS; tests/test_datasets.py checks the raw form)."""
+    from shaping.samples import decode_annotated
+
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [decode_annotated(r) if isinstance(r, dict) and "steps" in r else r for r in rows]
 
 
 def read_errors(path: Path) -> list[dict]:

@@ -73,11 +73,11 @@ def test_run_writes_samples_errors_manifest(proj):
     result = isf(proj, "pipeline", "run", "demo")
     assert result.returncode == 0, result.stderr
     samples = read_jsonl(proj / "training/data/demo.jsonl")
-    errors = read_errors(proj / "training/data/demo.errors.jsonl")
+    errors = read_errors(proj / "training/data/errors/demo.jsonl")
     assert [s["id"] for s in samples] == [f"f{i}" for i in range(12) if i != 5]
     assert "steps" in samples[0] and len(samples[0]["steps"]) == 4  # annotated by default
     assert [(e["id"], e["error"]) for e in errors] == [("f5", "judge_rejected")]
-    assert data_files(proj) == ["demo.errors.jsonl", "demo.jsonl", "demo.manifest.json"]
+    assert data_files(proj) == ["demo.jsonl", "demo.manifest.json", "errors"]
     assert "demo: 11 samples, 1 errors from 12 records" in result.stdout
     assert "judge_rejected 1" in result.stdout
 
@@ -88,7 +88,7 @@ def test_no_annotate_limit_and_output_flags(proj, tmp_path):
     assert result.returncode == 0, result.stderr
     samples = read_jsonl(out)
     assert [set(s) for s in samples] == [{"id", "messages"}] * 3
-    assert (tmp_path / "elsewhere.manifest.json").is_file() and (tmp_path / "elsewhere.errors.jsonl").is_file()
+    assert (tmp_path / "elsewhere.manifest.json").is_file() and (tmp_path / "errors" / "elsewhere.jsonl").is_file()
     assert "partial" in result.stdout
 
 
@@ -129,8 +129,11 @@ def test_unknown_pipeline(proj):
 ])
 def test_pipeline_file_that_fails_to_import(proj, source, fragment):
     (proj / "pipelines" / "broken.py").write_text(source)
-    one_line_error(isf(proj, "pipeline", "run", "demo"), fragment)
-    assert data_files(proj) == []
+    listed = isf(proj, "pipeline", "list")
+    assert listed.returncode == 0 and "demo" in listed.stdout
+    assert len(listed.stderr.strip().splitlines()) == 1 and listed.stderr.startswith(f"BROKEN {fragment}")
+    assert isf(proj, "pipeline", "run", "demo").returncode == 0  # the neighbour runs as usual
+    assert "demo.jsonl" in data_files(proj)
 
 
 def test_missing_file_dep(proj):

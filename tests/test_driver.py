@@ -226,5 +226,5 @@ def test_annotated_output_is_byte_for_byte_the_models_json(tmp_path):
     expected = AnnotatedTrainingSample(
         id=made.id, messages=made.messages, metadata={"run": "r1", "shared": 2, "own": [1, None]},
         input_data=record, steps=outcome.steps, pipeline_commit="abc123",
-        started_at=outcome.started_at, completed_at=outcome.completed_at).model_dump_json(fallback=str).encode()
+        started_at=outcome.started_at, completed_at=outcome.completed_at).to_line()
     assert dispatcher._annotated_json(made, record, outcome) == expected

@@ -371,7 +371,8 @@ def test_validate_cli_names_the_turns_to_blame_and_thresholds_allow_them(tmp_pat
 
 def test_error_lines_in_either_shape(tmp_path):
     write_output(tmp_path, GOOD[:3], name="shapes")
-    (tmp_path / "training/data/shapes.errors.jsonl").write_text(
+    (tmp_path / "training/data/errors").mkdir(exist_ok=True)
+    (tmp_path / "training/data/errors/shapes.jsonl").write_text(
         json.dumps({"__ERROR__": {"id": "1", "error": "refusal", "message": "no"}}) + "\n"
         + json.dumps({"__ERROR__": True, "id": "2", "error": "refusal", "message": "no"}) + "\n")
     data = Dataset.load("shapes", OutputPaths.for_samples(tmp_path / "training/data/shapes.jsonl"))

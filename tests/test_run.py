@@ -61,7 +61,7 @@ def test_samples_and_errors_in_input_order(project):
 def test_annotated_output_has_provenance(project):
     result = run_pipeline(Mixed(project), annotate=True)
     sample = read_jsonl(result.paths.samples)[0]
-    assert set(sample) == {"id", "messages", "tools", "metadata", "input_data", "steps", "pipeline_commit",
+    assert set(sample) == {"id", "messages", "metadata", "input_data", "steps", "pipeline_commit",
                            "started_at", "completed_at"}
     step = sample["steps"][0]
     request = LLMRequest(messages=[{"role": "user", "content": "question 0"}])
@@ -368,7 +368,7 @@ def test_output_in_missing_folder(project, tmp_path):
 
 def test_output_path_names_the_other_files(project, tmp_path):
     result = run_pipeline(Mixed(project), output=tmp_path / "custom.jsonl")
-    assert result.paths.errors == tmp_path / "custom.errors.jsonl"
+    assert result.paths.errors == tmp_path / "errors" / "custom.jsonl"
     assert result.paths.manifest.is_file() and result.paths.samples.is_file()
 
 

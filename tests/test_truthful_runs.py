@@ -62,7 +62,7 @@ def test_a_run_with_a_wrong_key_fails_keeps_the_output_and_is_retried(tmp_path, 
     assert len(line) == 1 and "pipeline 'ask' failed: authentication failed" in line[0]
     assert "HTTP 401" in line[0] and "check SHAPING_TEST_KEY" in line[0] and "sk-wrong" not in failed.stderr
     assert sha(output) == good  # the good output is untouched
-    assert len(read_errors(tmp_path / "training" / "data" / "ask.failed.errors.jsonl")) == 8
+    assert len(read_errors(tmp_path / "training" / "data" / "errors" / "ask.failed.jsonl")) == 8
 
     status = isf(tmp_path, "pipeline", "status")
     assert "ask: FAILED" in status.stdout and "last run failed: authentication failed" in status.stdout
@@ -74,7 +74,7 @@ def test_a_run_with_a_wrong_key_fails_keeps_the_output_and_is_retried(tmp_path, 
     assert "nothing to do" not in rerun.stdout
     assert "ask: CURRENT (8 samples)" in isf(tmp_path, "pipeline", "status").stdout
     assert not (tmp_path / "training" / "data" / "ask.failed.json").exists()
-    assert not (tmp_path / "training" / "data" / "ask.failed.errors.jsonl").exists()
+    assert not (tmp_path / "training" / "data" / "errors" / "ask.failed.jsonl").exists()
 
 
 def test_an_error_rate_over_the_threshold_fails_and_only_failures_are_sent_again(tmp_path, server):

@@ -31,7 +31,7 @@ from shaping.providers.base import UnsupportedRequest
 from shaping.requests import (
     LLMMessage, LLMRequest, ModelRequest, ModelResponse, ResponseError, model_request, streaming_problem,
 )
-from shaping.samples import ErrorDetails, ErrorRecord, TrainingSample
+from shaping.samples import ErrorDetails, ErrorRecord, TrainingSample, annotated_line
 from shaping.spool import SampleSpool, Spool
 
 QUERY_RECORD_ID = "__run__"
@@ -306,19 +306,13 @@ class Dispatcher:
                 samples.write(sample.minimal_json())
 
     def _annotated_json(self, sample: TrainingSample, record: Any, outcome: Outcome) -> bytes:
-        """An `AnnotatedTrainingSample` as JSON, byte for byte what the model would write, without
+        """An `AnnotatedTrainingSample`'s line, byte for byte what `to_line` would write, without
         building it and a `Step` per request (a third of the cost; tests/test_driver.py compares)."""
-        return pydantic_core.to_json({
-            "id": sample.id,
-            "messages": sample.messages,
-            "tools": sample.tools,
-            "metadata": {**self.metadata, **sample.metadata} if self.metadata else sample.metadata,
-            "input_data": record,
-            "steps": [step_fields(*raw) for raw in outcome.raw_steps],
-            "pipeline_commit": self.commit,
-            "started_at": outcome.started_at,
-            "completed_at": outcome.completed_at,
-        }, fallback=str, inf_nan_mode="null")
+        return annotated_line(
+            sample.id, sample.messages, sample.tools,
+            {**self.metadata, **sample.metadata} if self.metadata else sample.metadata,
+            record, [step_fields(*raw) for raw in outcome.raw_steps],
+            self.commit, outcome.started_at, outcome.completed_at)
 
     def _error_record(self, record: Any, outcome: Outcome) -> ErrorRecord:
         return ErrorRecord(details=ErrorDetails(

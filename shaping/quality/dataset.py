@@ -11,6 +11,7 @@ from typing import Any
 from shaping.errors import ShapingError
 from shaping.manifest import Manifest, read_manifest
 from shaping.output import OutputPaths
+from shaping.samples import decode_annotated
 from shaping.quality.turns import Turn, analyse, message_text, response_text
 
 
@@ -72,7 +73,8 @@ class Dataset:
             manifest = read_manifest(paths.manifest) if paths.manifest.exists() else None
         except ValueError:
             manifest = None
-        return cls(name, paths, _read_jsonl(paths.samples), errors, manifest)
+        samples = [decode_annotated(row) for row in _read_jsonl(paths.samples)]
+        return cls(name, paths, samples, errors, manifest)
 
     @cached_property
     def turns(self) -> list[Turn]:
