@@ -79,6 +79,21 @@ def annotated_line(id: str, messages: Any, tools: Any, metadata: Any, input_data
     }, fallback=str, inf_nan_mode="null")
 
 
+def datasets_features(annotated: bool = False) -> Any:
+    """`datasets.Features` for loading outputs whose messages differ in shape (plain turns in
+    one pipeline, tool calls or reasoning in another) through one glob:
+    `load_dataset("json", data_files="training/data/*.jsonl", features=datasets_features())`.
+    Each message and tool keeps exactly its own keys (datasets' `Json` type, datasets >= 4.7)."""
+    from datasets import Features, Json, List, Value
+
+    columns = {"id": Value("string"), "messages": List(Json()), "tools": List(Json())}
+    if annotated:
+        columns.update({key: Value("string") for key in ENCODED_FIELDS})
+        columns.update({"pipeline_commit": Value("string"), "started_at": Value("string"),
+                        "completed_at": Value("string")})
+    return Features(columns)
+
+
 class AnnotatedTrainingSample(TrainingSample):
     """A sample with its provenance. In the file, `metadata`, `input_data` and `steps` are JSON
     text (see `ENCODED_FIELDS`); `from_line` / `to_line` convert."""

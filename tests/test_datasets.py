@@ -52,6 +52,20 @@ class Stories(Pipeline):
             {"role": "user", "content": f"A story with {record['words']}"}, story.as_message()])
 
 
+class ToolTurns(Pipeline):
+    name = "tools"
+
+    def run(self):
+        return self.run_task(self.task, records=[{"id": f"t{i}"} for i in range(6)])
+
+    def task(self, record):
+        calls = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+        return TrainingSample(id=record["id"], tools=[{"type": "function"}], messages=[
+            {"role": "user", "content": "hi"}, {"role": "assistant", "content": "", "tool_calls": calls},
+            {"role": "tool", "tool_call_id": "c1", "content": "3"},
+            {"role": "assistant", "content": "3", "reasoning_content": "because"}])
+
+
 def load(tmp_path, files):
     return datasets.load_dataset("json", data_files=files, split="train", cache_dir=str(tmp_path / "hf-cache"))
 
@@ -99,3 +113,22 @@ def test_annotated_lines_read_back_through_the_python_api(tmp_path):
     sample = AnnotatedTrainingSample.from_line(result.paths.samples.read_bytes().splitlines()[0])
     assert sample.metadata == {"topic": "topic 0"} and sample.input_data["id"] == "f0"
     assert sample.steps[0].metadata == {"n": 1} and sample.to_line() == result.paths.samples.read_bytes().splitlines()[0]
+
+
+def test_pipelines_whose_messages_differ_load_together_with_the_features(tmp_path):
+    project = write_project(tmp_path)
+    run_pipeline(Facts(project), annotate=False)
+    tools = ToolTurns(project)  # messages with tool calls and reasoning, and tools
+    run_pipeline(tools, annotate=False)
+    from shaping.samples import datasets_features
+
+    loaded = datasets.load_dataset("json", data_files=str(tmp_path / "training" / "data" / "*.jsonl"), split="train",
+                                   features=datasets_features(), cache_dir=str(tmp_path / "hf-cache"))
+    plain = [r for r in loaded if r["tools"] is None]
+    rich = [r for r in loaded if r["tools"] is not None]
+    assert len(plain) == len(rich) == 6
+    assert plain[0]["messages"] == [{"role": "user", "content": "Tell me about topic 0"},
+                                    json.loads((tmp_path / "training" / "data" / "facts.jsonl").read_text()
+                                               .splitlines()[0])["messages"][1]]
+    written = [json.loads(l) for l in (tmp_path / "training" / "data" / "tools.jsonl").read_text().splitlines()]
+    assert rich[0]["messages"] == written[0]["messages"] and rich[0]["tools"] == [{"type": "function"}]
