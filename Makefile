@@ -27,7 +27,7 @@ install-dev: $(VENV)/.installed-dev
 demo: install
 	$(ISF) pipeline run identity-qa
 	@echo
-	@echo "Output: training/data/identity-qa.jsonl (errors and manifest beside it)"
+	@echo "Output: training/data/identity-qa.jsonl (manifest beside it, failed records in training/data/errors/)"
 	@head -c 600 training/data/identity-qa.jsonl; echo " ..."
 
 test: install-dev chromium

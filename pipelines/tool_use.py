@@ -224,7 +224,10 @@ def run_tool(name: str, arguments: str) -> str:
         result = FUNCTIONS[name](**args)
     except ToolError as exc:
         return f"Error: {exc}"
-    return json.dumps(result, ensure_ascii=False)
+    try:
+        return json.dumps(result, ensure_ascii=False)
+    except ValueError as exc:  # an integer past Python's 4300-digit conversion limit, say
+        return f"Error: the result cannot be written out: {exc}"
 
 
 class ToolUse(Pipeline):

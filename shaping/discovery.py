@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shaping.config import Project
-from shaping.errors import PipelineDefinitionError, PipelineLoadError, ShapingError
+from shaping.errors import PipelineLoadError, ShapingError
 from shaping.pipeline import Pipeline
 
 
@@ -82,13 +82,14 @@ def discover(project: Project) -> Pipelines:
         except PipelineLoadError as exc:
             entries.broken[path.resolve()] = exc
             continue
+        twice = [cls for cls in classes if cls.name in entries]
+        if twice:  # the second file is the broken one; the first keeps working
+            other = entries[twice[0].name]
+            entries.broken[path.resolve()] = PipelineLoadError(
+                f"{project.relative(path)}: pipeline name '{twice[0].name}' is already defined in "
+                f"{project.relative(other.file)} ({other.cls.__name__}); give {twice[0].__name__} another name")
+            continue
         for cls in classes:
-            if cls.name in entries:
-                other = entries[cls.name]
-                raise PipelineDefinitionError(
-                    f"pipeline name '{cls.name}' is defined twice: {project.relative(other.file)} "
-                    f"({other.cls.__name__}) and {project.relative(path)} ({cls.__name__})"
-                )
             entries[cls.name] = PipelineEntry(cls.name, cls, path.resolve())
     return entries
 

@@ -153,6 +153,7 @@ def _run_shard(pipeline: Any, method: str, records: list, first_index: int, sett
         errors.finish()
         result = {"samples": spool.path.read_bytes(), "errors": errors.path.read_bytes(),
                   "records": stats.records_done, "errors_by_type": dict(stats.errors),
+                  "first_errors": stats.first_errors,
                   "models": {m: vars(u) for m, u in stats.models.items()}}
         dispatcher.discard_spools()
     if cache is not None:
@@ -208,6 +209,8 @@ class RayExecutor:
                 d.errors.write(line)
             d.stats.records_done += result["records"]
             d.stats.errors.update(result["errors_by_type"])
+            for kind, message in result["first_errors"].items():
+                d.stats.first_errors.setdefault(kind, message)
             for model, usage in result["models"].items():
                 total = d.stats.models.setdefault(model, ModelUsage())
                 for field, value in usage.items():

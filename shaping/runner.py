@@ -23,7 +23,7 @@ from shaping.dispatch import Dispatcher, RunStats
 from shaping.dispatch.cache import RequestCache
 from shaping.deps import BoundKShot
 from shaping.dispatch.driver import describe, now
-from shaping.errors import DependencyError, RunFailedError, ShapingError, TaskContractError
+from shaping.errors import DependencyError, PipelineError, RunFailedError, ShapingError, TaskContractError
 from shaping.gitinfo import git_state
 from shaping.lock import RunLock
 from shaping.manifest import (
@@ -161,10 +161,16 @@ def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, sta
         with quiet_collector(), start_blocking_portal(backend_options=event_loop_options()) as portal:
             with portal.wrap_async_context_manager(dispatcher.session()):
                 pipeline._runtime = _Runtime(portal, dispatcher, executor)
+                stopped = None
                 try:
                     samples = pipeline.run()
+                except PipelineError as exc:  # run() itself failed (a query() that got a 401, say)
+                    stopped = f"run() failed: {exc.error_type}: {exc.message}"
                 finally:
                     pipeline._runtime = None
+        if stopped is not None:  # nothing to write: the failure is recorded, the outputs kept
+            write_failure(paths, stopped, now())
+            raise RunFailedError(f"pipeline '{name}' failed: {stopped}; {_kept(project, paths)}")
         failure = run_failure(pipeline, stats)
         with AtomicWriter() as writer:
             if failure is not None:  # nothing good is replaced: the failed run is written beside
@@ -181,7 +187,9 @@ def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, sta
                 output_sha = (writer.write_lines(samples_target, _lines(samples, annotate))
                               if samples_target is not None else None)
             errors_sha = dispatcher.errors.finish()
-            writer.place(dispatcher.errors.path, errors_target)
+            no_errors = not dispatcher.errors.path.stat().st_size
+            if not no_errors:  # no failed record: no errors file (an empty one is no JSON Lines dataset)
+                writer.place(dispatcher.errors.path, errors_target)
             completed_at = now()
             source = pipeline.source_file()
             combined, sources = source_hashes(source, project.pipelines_dir, project.root) if source else (None, {})
@@ -207,17 +215,15 @@ def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, sta
                 errors_output=FileState(path=project.relative(errors_target), sha256=errors_sha),
             )
             if failure is not None:
-                writer.write_text(paths.failed, json.dumps(
-                    {"failure": failure, "failed_at": completed_at.isoformat(),
-                     "manifest": manifest.model_dump(mode="json")}, indent=2) + "\n")
+                write_failure(paths, failure, completed_at, manifest, writer)
             else:
                 writer.write_text(paths.manifest, manifest.to_json())
+        if no_errors:  # an earlier run's errors are not this run's
+            errors_target.unlink(missing_ok=True)
         result = RunResult(pipeline=name, paths=paths, manifest=manifest, stats=stats, failure=failure)
         if failure is not None:
-            kept = (f"the previous output {project.relative(paths.samples)} was kept"
-                    if paths.samples.exists() else "no output was written")
-            raise RunFailedError(f"pipeline '{name}' failed: {failure}; {kept}; failed records are in "
-                                 f"{project.relative(paths.failed_errors)}", result)
+            raise RunFailedError(f"pipeline '{name}' failed: {failure}; {_kept(project, paths)}; failed "
+                                 f"records are in {project.relative(paths.failed_errors)}", result)
         for leftover in (paths.failed, paths.failed_errors):  # an earlier failure is over
             leftover.unlink(missing_ok=True)
         if pipeline.uses_feedback():  # what this run made becomes examples for the next
@@ -230,6 +236,24 @@ def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, sta
             pipeline._feedback_store.close()
             pipeline._feedback_store = None
     return result
+
+
+def write_failure(paths: OutputPaths, failure: str, failed_at: Any, manifest: Manifest | None = None,
+                  writer: AtomicWriter | None = None) -> None:
+    """Record a failed run in `<name>.failed.json`: why, when, and what it would have recorded."""
+    text = json.dumps({"failure": failure, "failed_at": failed_at.isoformat(),
+                       "manifest": manifest.model_dump(mode="json") if manifest else None}, indent=2) + "\n"
+    if writer is not None:
+        writer.write_text(paths.failed, text)
+    else:
+        with AtomicWriter() as own:
+            own.write_text(paths.failed, text)
+
+
+def _kept(project: Any, paths: OutputPaths) -> str:
+    if paths.samples.exists():
+        return f"the previous output {project.relative(paths.samples)} was kept"
+    return "no output was written"
 
 
 #: error types that fail a run outright: every later request would fail the same way

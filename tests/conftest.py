@@ -48,7 +48,10 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def read_errors(path: Path) -> list[dict]:
-    """Error records, unwrapped: each line is exactly `{"__ERROR__": {...}}`."""
+    """Error records, unwrapped: each line is exactly `{"__ERROR__": {...}}`. No file: no
+    failed record (a run writes none then)."""
+    if not path.exists():
+        return []
     records = read_jsonl(path)
     assert all(list(r) == ["__ERROR__"] and isinstance(r["__ERROR__"], dict) for r in records), records[:1]
     return [r["__ERROR__"] for r in records]

@@ -183,7 +183,7 @@ def test_openai_body_carries_tools_parts_and_tool_turns_as_the_sdk_defines_them(
 def test_anthropic_body_maps_tools_images_tool_results_and_thinking(tmp_path, key):
     _, received = answer(tmp_path, "anthropic", anthropic_message([{"type": "text", "text": "5"}]),
                          messages=TOOL_EXCHANGE, tools=TOOLS, tool_choice="required", max_tokens=300,
-                         temperature=0.2, reasoning_effort="low")
+                         temperature=0.2)
     body = received[0].body
     check_body(body, anthropic_params_type())
     assert body["system"] == "Use tools."
@@ -196,9 +196,27 @@ def test_anthropic_body_maps_tools_images_tool_results_and_thinking(tmp_path, ke
     assert assistant["content"] == [{"type": "tool_use", "id": "call_1", "name": "add", "input": {"a": 2, "b": 3}}]
     assert tool == {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1",
                                                  "content": [{"type": "text", "text": "5"}]}]}
-    # extended thinking: the budget is added to the answer's max_tokens; temperature is 1
+    assert body["max_tokens"] == 300 and "temperature" not in body  # API 2026-10-21: no sampling params
+
+
+def test_anthropic_2023_06_01_still_gets_sampling_params(tmp_path, key):
+    with LoopbackServer("anthropic", api_key=KEY) as server:
+        server.respond = lambda r: anthropic_message([{"type": "text", "text": "ok"}])
+        toml = model_toml("m", server) + '[models.m.options]\nanthropic_version = "2023-06-01"\n'
+        send(write_project(tmp_path, toml), model_request("Hi", model="m", temperature=0.3, top_k=4))
+        received = server.received[0]
+    assert received.body["temperature"] == 0.3 and received.body["top_k"] == 4
+    assert received.headers["anthropic-version"] == "2023-06-01"
+
+
+def test_anthropic_extended_thinking_params(tmp_path, key):
+    _, received = answer(tmp_path, "anthropic", anthropic_message([{"type": "text", "text": "5"}]),
+                         messages=TOOL_EXCHANGE[:2], max_tokens=300, temperature=0.2, top_k=5, reasoning_effort="low")
+    body = received[0].body
+    check_body(body, anthropic_params_type())
+    # the budget is added to the answer's max_tokens; temperature is 1 (not sent), top_k not sent
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 2048}
-    assert body["max_tokens"] == 300 + 2048 and "temperature" not in body
+    assert body["max_tokens"] == 300 + 2048 and not {"temperature", "top_k", "reasoning_effort"} & set(body)
 
 
 @pytest.mark.parametrize("model, reasoning", [("o4-mini", True), ("o3", True), ("gpt-5", True), ("gpt-5-mini", True),
@@ -310,3 +328,35 @@ def test_mock_shows_reasoning_and_tool_calls_deterministically(tmp_path):
               {"role": "tool", "tool_call_id": call.id, "content": "5"}]
     final = send(project, model_request(follow, model="judge", tools=TOOLS))[0]
     assert final.finish_reason == "stop" and "add -> 5" in final.get_text()
+
+
+@pytest.mark.parametrize("finish", ["error", "abort"])
+def test_an_unknown_finish_reason_is_not_a_finished_answer(tmp_path, key, finish):
+    response, received = answer(tmp_path, "openai", openai_completion({"content": "half an ans"}, finish_reason="stop")
+                                | {"choices": [{"index": 0, "finish_reason": finish,
+                                                "message": {"role": "assistant", "content": "half an ans"}}]})
+    assert response.error.type == "incomplete_response" and finish in response.error.message
+
+
+def test_anthropic_refuses_tool_follow_ups_with_thinking(tmp_path, key):
+    response, received = answer(tmp_path, "anthropic", anthropic_message([{"type": "text", "text": "5"}]),
+                                messages=TOOL_EXCHANGE, tools=TOOLS, reasoning_effort="low")
+    assert response.error.type == "unsupported_request" and "signed thinking block" in response.error.message
+    assert received == []
+
+
+def test_the_schema_hint_keeps_image_parts(tmp_path, key):
+    with LoopbackServer("openai", api_key=KEY) as server:
+        server.reply = lambda r: '{"pair": {"question": "Why?"}}'
+        project = write_project(tmp_path, model_toml("m", server))
+        pipeline = type("P", (OnePipeline,), {"name": "one", "request": {"response_model": Wrapped}})(project)
+        pipeline.ask = lambda record: _ask_with_image(pipeline, record)
+        run_pipeline(pipeline)
+        content = server.received[0].body["messages"][-1]["content"]
+    assert content[1] == TOOL_EXCHANGE[1]["content"][1]  # the image is still there
+    assert content[-1]["type"] == "text" and content[-1]["text"].startswith("Answer with JSON only")
+
+
+def _ask_with_image(pipeline, record):
+    response = yield model_request([TOOL_EXCHANGE[1]], model=pipeline.judge, response_model=Wrapped)
+    return TrainingSample(id=record["id"], messages=[TOOL_EXCHANGE[1], response.as_message()])

@@ -92,16 +92,21 @@ def test_anthropic_gets_system_field_alternating_turns_and_headers(tmp_path, mon
         project = project_for(tmp_path, server)
         conversation = KSHOT[:1] + [{"role": "system", "content": "Be brief."}] + KSHOT[1:] + [
             {"role": "user", "content": "Make it rhyme."}]
-        (response,) = send(project, model_request(conversation, model="m", temperature=0.5, stop="END", seed=3))
+        (response,) = send(project, model_request(conversation, model="m", temperature=0.5, stop="END"))
+        (refused,) = send(project, model_request(conversation, model="m", seed=3))
         received = server.received[0]
     assert response.is_success and response.get_text() == "echo: An ant and a grasshopper.\n\nMake it rhyme."
     body = received.body
     assert body["system"] == "You write one-line morals.\n\nBe brief."
     assert body["messages"] == KSHOT[1:5] + [
         {"role": "user", "content": "An ant and a grasshopper.\n\nMake it rhyme."}]
-    assert body["max_tokens"] == 1024 and body["temperature"] == 0.5
-    assert body["stop_sequences"] == ["END"] and "seed" not in body and "stop" not in body
-    assert received.headers["x-api-key"] == KEY and received.headers["anthropic-version"] == "2023-06-01"
+    # API version 2026-10-21 refuses sampling params, even at their defaults: not sent
+    assert body["max_tokens"] == 1024 and "temperature" not in body
+    assert body["stop_sequences"] == ["END"] and "stop" not in body
+    # a param the API does not take is refused by name, never dropped
+    assert refused.error.type == "unsupported_request" and "does not take seed" in refused.error.message
+    assert len(server.received) == 1
+    assert received.headers["x-api-key"] == KEY and received.headers["anthropic-version"] == "2026-10-21"
     assert response.usage.prompt_tokens > 0 and response.usage.completion_tokens > 0
 
 

@@ -77,7 +77,7 @@ def test_a_dead_worker_is_replaced_and_every_record_written_once(tmp_path, serve
     assert Path(pipeline.die_at).exists()  # a worker really died
     ids = [line.split('"id":"')[1].split('"')[0] for line in result.paths.samples.read_text().splitlines()]
     assert ids == [f"r{i}" for i in range(24)]
-    assert result.paths.errors.read_text() == ""
+    assert not result.paths.errors.exists()  # no record failed
 
 
 def test_one_request_rate_shared_by_all_workers(tmp_path, server):

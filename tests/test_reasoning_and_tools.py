@@ -254,6 +254,7 @@ def test_run_tool_reports_bad_calls_as_errors_the_model_reads():
         {"value": 1.609344, "unit": "km"}
     assert run_tool("calculator", '{"expression": "open(1)"}').startswith("Error: only numbers")
     assert run_tool("calculator", '{"expression": ').startswith("Error: the arguments are not valid JSON")
+    assert run_tool("calculator", '{"expression": "2**20000"}').startswith("Error: the result cannot be written out")
     assert run_tool("calculator", '{"expr": "1"}') == \
         "Error: invalid arguments for calculator: 'expression' is a required property"
     assert run_tool("calculator", '{"expression": 7}') == \

@@ -262,4 +262,4 @@ def test_interrupted_run_resumes_without_repeating_answered_requests(tmp_path, s
     assert set(first_run) | set(second_run) >= cached_prompts(root) and len(cached_prompts(root)) == 180
     assert (root / "training/data/twostep.jsonl").read_bytes() == clean
     assert sorted(p.name for p in (root / "training/data").iterdir()) == [
-        "errors", "twostep.jsonl", "twostep.manifest.json"]  # the killed run's spools are gone
+        "twostep.jsonl", "twostep.manifest.json"]  # no failed record: no errors file; the killed run's spools are gone

@@ -196,8 +196,7 @@ def test_duplicate_record_ids_are_refused_before_any_request(tmp_path):
     line = one_error_line(isf(tmp_path, "pipeline", "run", "good"))
     assert "records 1 and 3 have the same id 'b'" in line
     assert not (tmp_path / "training" / "data" / "good.jsonl").exists()
-    assert not (tmp_path / "training" / ".cache" / "requests.sqlite").exists() or \
-        "good" not in isf(tmp_path, "cache", "stats").stdout
+    assert "good" not in isf(tmp_path, "cache", "stats").stdout  # nothing was asked, so nothing is stored
 
 
 def test_reading_a_folder_file_dep_is_one_line(tmp_path):
@@ -235,3 +234,41 @@ def test_comments_and_formatting_do_not_make_a_pipeline_stale(tmp_path):
     assert "good: CURRENT" in isf(tmp_path, "pipeline", "status").stdout
     path.write_text(path.read_text().replace("about {record['id']}", "on {record['id']}"))
     assert "changed_code" in isf(tmp_path, "pipeline", "status", "--json").stdout
+
+
+def test_one_pipeline_failing_does_not_stop_the_others_in_a_stale_run(tmp_path, monkeypatch):
+    monkeypatch.delenv("SHAPING_UNSET_KEY", raising=False)
+    toml = ('[models.judge]\nprovider = "mock"\nmodel = "m"\n[models.remote]\nprovider = "openai"\n'
+            'model = "gpt-4o-mini"\nbase_url = "http://127.0.0.1:9/v1"\napi_key_env = "SHAPING_UNSET_KEY"\n')
+    mock_project(tmp_path, toml=toml)
+    (tmp_path / "pipelines" / "a_remote.py").write_text(MOCK_PIPELINE.replace('"good"', '"a-remote"').replace(
+        'model_dep("judge")', 'model_dep("remote")'))
+    run = isf(tmp_path, "pipeline", "run", "--stale")
+    assert run.returncode == 1
+    assert "pipeline 'a-remote': model 'remote': environment variable SHAPING_UNSET_KEY is not set" in run.stderr
+    assert "1 pipeline(s) failed: a-remote" in run.stderr
+    assert "good: CURRENT (2 samples)" in isf(tmp_path, "pipeline", "status").stdout
+
+
+def test_a_failure_in_run_itself_is_a_failed_run(tmp_path, server):
+    pipeline = MOCK_PIPELINE.replace("        return self.run_task(",
+                                     "        self.query(self.judge, 'set-up').get_text()\n        return self.run_task(")
+    mock_project(tmp_path, pipeline, toml=model_toml("judge", server))
+    assert isf(tmp_path, "pipeline", "run", "good").returncode == 0
+    server.fail_when(lambda r: r.last_user == "set-up 2", Fault(status=400, message="bad [/x] request [type=x]"))
+    (tmp_path / "pipelines" / "good.py").write_text(pipeline.replace("'set-up'", "'set-up 2'"))  # not in the cache
+    line = one_error_line(isf(tmp_path, "pipeline", "run", "good"))
+    assert "pipeline 'good' failed: run() failed: bad_request:" in line and "was kept" in line
+    status = isf(tmp_path, "pipeline", "status")
+    assert status.returncode == 0 and "good: FAILED" in status.stdout
+    assert "bad [/x] request [type=x]" in status.stdout  # server text shown as text, not markup
+    errors = isf(tmp_path, "pipeline", "errors", "good")
+    assert errors.returncode == 0 and "good: FAILED" in errors.stdout
+
+
+def test_a_name_defined_twice_breaks_only_the_second_file(tmp_path):
+    mock_project(tmp_path)
+    (tmp_path / "pipelines" / "zz_copy.py").write_text(MOCK_PIPELINE.replace("class Good", "class Copy"))
+    listed = isf(tmp_path, "pipeline", "list")
+    assert listed.returncode == 0 and "good" in listed.stdout
+    assert "BROKEN pipelines/zz_copy.py: pipeline name 'good' is already defined in pipelines/good.py" in listed.stderr

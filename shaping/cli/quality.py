@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from shaping.cli.app import out, pipeline, project_of, user_errors
+from shaping.cli.app import err, out, pipeline, project_of, user_errors
 from shaping.discovery import find_pipeline
 from shaping.errors import ShapingError
 
@@ -20,7 +20,11 @@ def load_output(ctx: click.Context, name: str):
 
     project = project_of(ctx)
     entry = find_pipeline(project, name)
-    return entry, Dataset.load(name, default_paths(project, name))
+    paths = default_paths(project, name)
+    if paths.failed.exists():  # say so: what is read here is an earlier run's output
+        err.print(Text(f"note: the last run of {name} FAILED (isf pipeline errors {name} shows why); "
+                       f"this is the output of an earlier run", style="yellow"), soft_wrap=True)
+    return entry, Dataset.load(name, paths)
 
 
 @pipeline.command("sample")
@@ -57,7 +61,8 @@ def sample_cmd(ctx: click.Context, name: str, count: int, full: bool, seed: int)
         table.add_column(column, overflow="fold", no_wrap=column == "id", ratio=None if column == "id" else 1)
     for sample in chosen:
         clip = lambda t: " ".join(t.split())[:200]  # noqa: E731
-        table.add_row(str(sample.get("id")), clip(last_turn(sample, "user")), clip(last_turn(sample, "assistant")))
+        table.add_row(Text(str(sample.get("id"))), Text(clip(last_turn(sample, "user"))),
+                      Text(clip(last_turn(sample, "assistant"))))
     out.print(table)
     out.print(f"[dim]{len(chosen)} of {len(data.samples)} samples, seed {seed}; --full for whole conversations[/]")
 
@@ -113,9 +118,20 @@ def validate_cmd(ctx: click.Context, name: str) -> None:
 @user_errors
 def errors_cmd(ctx: click.Context, name: str) -> None:
     """Failed records of pipeline NAME by type, with counts and one example each."""
-    from shaping.quality import errors_by_type
+    from shaping.quality import Dataset, errors_by_type
+    from shaping.quality.dataset import read_errors
+    from shaping.staleness import FAILED, default_paths, failed_status
 
-    _, data = load_output(ctx, name)
+    project = project_of(ctx)
+    find_pipeline(project, name)
+    paths = default_paths(project, name)
+    if paths.failed.exists():  # the last run failed: its records are what needs looking at
+        status = failed_status(name, paths)
+        out.print(Text(f"{name}: {FAILED}: {status.reasons[0].message}", style="bold red"), soft_wrap=True)
+        data = Dataset(name, paths, [], read_errors(paths.failed_errors) if paths.failed_errors.exists() else [])
+        out.print(Text(f"failed records of that run ({project.relative(paths.failed_errors)}):", style="dim"))
+    else:
+        data = Dataset.load(name, paths)
     groups = errors_by_type(data)
     if not groups:
         out.print(f"{name}: no errors ({len(data.samples)} samples)")

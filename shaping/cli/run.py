@@ -155,10 +155,11 @@ def run_cmd(ctx: click.Context, names: tuple[str, ...], stale: bool, force: bool
                 out.print(Text(f"{name}: {status.headline()}, running", style="bold"))
             try:
                 run_and_report(entries[name].cls(project), **options)
-            except RunFailedError as exc:
+            except ShapingError as exc:  # a failed run, a missing key, a bad file...
                 if len(wanted) == 1:
                     raise
-                err.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
+                message = str(exc) if isinstance(exc, RunFailedError) else f"pipeline '{name}': {exc}"
+                err.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
                 failed.append(name)  # the others still run
             status = pipeline_status(entries[name], project, done)
         elif name in wanted and not options["quiet"]:
@@ -196,7 +197,7 @@ def status_cmd(ctx: click.Context, names: tuple[str, ...], as_json: bool, check:
         for s in statuses:
             out.print(Text.assemble((f"{s.name}: ", "bold"), (s.headline(), styles[s.state])))
             for reason in s.reasons:
-                out.print(f"  {reason.message}", soft_wrap=True)
+                out.print(Text(f"  {reason.message}"), soft_wrap=True)
     if check and (broken or any(not s.is_current for s in statuses)):
         sys.exit(1)
 

@@ -24,12 +24,12 @@ from shaping.dispatch.channel import ModelChannel
 from shaping.dispatch.driver import Outcome, drive, find_fatal, step_fields
 from shaping.dispatch.stats import RunStats
 from shaping.providers.base import Provider
-from shaping.providers.registry import create_provider
+from shaping.providers.registry import check_model, create_provider
 from shaping import structured
-from shaping.errors import ConfigError, TaskContractError
+from shaping.errors import TaskContractError
 from shaping.providers.base import UnsupportedRequest
 from shaping.requests import (
-    LLMMessage, LLMRequest, ModelRequest, ModelResponse, ResponseError, model_request, streaming_problem,
+    LLMMessage, LLMRequest, ModelRequest, ModelResponse, ResponseError, TextPart, model_request,
 )
 from shaping.samples import ErrorDetails, ErrorRecord, TrainingSample, annotated_line
 from shaping.spool import SampleSpool, Spool
@@ -126,8 +126,7 @@ class Dispatcher:
                 channel = self._channels.get(model)
                 if channel is None:
                     config = self.project.model(model)
-                    if (problem := streaming_problem(config.params)) is not None:
-                        raise ConfigError(f"shaping.toml: models.{model}.params: {problem}")
+                    check_model(model, config)
                     provider = create_provider(model, config)
                     await provider.open()
                     self._providers.append(provider)
@@ -149,7 +148,12 @@ class Dispatcher:
                 **request.params, "response_format": structured.response_format(request.response_model)}})
         if not provider.honours_response_format:  # the endpoint may ignore response_format
             last = current.messages[-1]
-            hint = last.model_copy(update={"content": last.text + structured.instruction(request.response_model)})
+            instruction = structured.instruction(request.response_model)
+            if isinstance(last.content, list):  # parts (an image, say) stay; the schema is one more
+                content = [*last.content, TextPart(type="text", text=instruction.lstrip())]
+            else:
+                content = (last.content or "") + instruction
+            hint = last.model_copy(update={"content": content})
             current = current.model_copy(update={"messages": [*current.messages[:-1], hint]})
         attempts = []
         for repair in range(request.max_repairs + 1):

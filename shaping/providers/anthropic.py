@@ -4,11 +4,13 @@ Out: system turns move to the `system` field; text parts become text blocks and 
 parts image blocks (a `data:` URL as base64, any other URL as a url source); an assistant
 turn's `tool_calls` become tool_use blocks and `tool` turns tool_result blocks in a user turn;
 consecutive turns of one role are joined (the API wants user and assistant to alternate);
-`stop` becomes `stop_sequences`; OpenAI-shaped `tools` and `tool_choice` become Anthropic's.
+`stop` becomes `stop_sequences`; OpenAI-shaped `tools` and `tool_choice` become Anthropic's;
+params the API does not take (`seed`, `n`, penalties, logprobs) are refused by name.
 `max_tokens` is required: from the request, the model's params, or `options.max_tokens`.
 Extended thinking (`thinking`, or `reasoning_effort`) is set up by `shaping.providers.reasoning`.
 The reasoning of earlier assistant turns is not sent: the API takes thinking back only with
-its signature, and leaves earlier turns' thinking out of the context anyway.
+its signature, and leaves earlier turns' thinking out of the context anyway. For the same reason
+a tool-use follow-up (earlier tool calls) is refused with extended thinking on.
 
 In: text blocks are the text, thinking blocks the reasoning, tool_use blocks the tool calls;
 `stop_reason` refusal / max_tokens / tool_use are normalised; usage counts cache reads and
@@ -29,13 +31,15 @@ from shaping.requests import ImagePart, LLMMessage, LLMRequest, ModelResponse, T
 
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
                 "refusal": "refusal", "pause_turn": "length", "model_context_window_exceeded": "length"}
-#: params the API does not take; not sent
+#: params the API does not take: refused by name
 UNSUPPORTED = {"seed", "n", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs", "logit_bias"}
 
 
 class AnthropicOptions(HTTPOptions):
     max_tokens: int = Field(default=1024, gt=0, description="when neither request nor params give one")
-    anthropic_version: str = "2023-06-01"
+    #: 2026-10-21 refuses sampling params (temperature, top_k, top_p), so they are not sent;
+    #: "2023-06-01" still takes them on the models that do
+    anthropic_version: str = "2026-10-21"
 
 
 class AnthropicProvider(HTTPProvider):
@@ -51,13 +55,23 @@ class AnthropicProvider(HTTPProvider):
         if "response_format" in params:
             raise UnsupportedRequest("response_format is not an Anthropic param (use response_model=: the "
                                      "schema goes into the prompt)")
-        params = {k: v for k, v in params.items() if k not in UNSUPPORTED}
+        refused = sorted(k for k in params if k in UNSUPPORTED)
+        if refused:
+            raise UnsupportedRequest(f"Anthropic's API does not take {', '.join(refused)} (remove it from the "
+                                     f"request or from shaping.toml [models.{self.name}.params])")
         try:
-            return anthropic_params(params, self.options.max_tokens)
+            return anthropic_params(params, self.options.max_tokens,
+                                    sampling=self.options.anthropic_version < "2026-10-21")
         except ValueError as exc:
             raise UnsupportedRequest(str(exc)) from exc
 
     def body(self, request: LLMRequest) -> dict[str, Any]:
+        thinking = request.params.get("thinking")
+        if isinstance(thinking, dict) and thinking.get("type") == "enabled" and any(
+                m.tool_calls for m in request.messages):
+            raise UnsupportedRequest("a conversation with earlier tool calls cannot be sent with extended thinking: "
+                                     "the API wants each earlier turn's signed thinking block back, and shaping "
+                                     "does not keep signatures (turn thinking off for tool-use pipelines)")
         system = [_system_text(m) for m in request.messages if m.role == "system"]
         turns: list[dict[str, Any]] = []
         for m in request.messages:

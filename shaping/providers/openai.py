@@ -77,13 +77,16 @@ class OpenAIProvider(HTTPProvider):
                                                      "arguments": _arguments(c["function"].get("arguments"))})
                       for c in calls]
         finish = choice.get("finish_reason")
+        if finish is not None and finish not in FINISH_REASONS:  # "error" (OpenRouter), "abort" (vLLM)...
+            return self.failure("incomplete_response", f"the answer ended with finish_reason {finish!r}, "
+                                f"not a finished answer", retryable=True)
         return ModelResponse(
             text=text,
             reasoning=reasoning or None,
             tool_calls=tool_calls or None,
             refusal=refusal or None,
             model=str(data.get("model") or self.config.model),
-            finish_reason=FINISH_REASONS.get(finish, "stop" if finish else None),
+            finish_reason=FINISH_REASONS.get(finish) if finish else None,
             usage=_usage(data.get("usage") or {}),
         )
 

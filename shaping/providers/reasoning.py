@@ -4,10 +4,11 @@ temperature) runs unchanged when shaping.toml points it at one.
     OpenAI o1/o3/o4 and gpt-5 (not gpt-5-chat): `max_tokens` is sent as `max_completion_tokens`;
         `reasoning_effort` is passed on; temperature, top_p, penalties, logprobs and `stop`,
         which these models refuse, are not sent.
-    Anthropic extended thinking (`thinking = {type = "enabled", budget_tokens = N}`, or
-        `reasoning_effort` low/medium/high): `max_tokens` is the answer's budget and the thinking
-        budget is added to it (the API counts both in `max_tokens`); temperature is 1 and
-        top_k/top_p are not sent, as the API requires.
+    Anthropic: API version 2026-10-21 (the default) takes no sampling params: temperature,
+        top_k and top_p are not sent (with `anthropic_version = "2023-06-01"` they are, except
+        with thinking). Extended thinking (`thinking = {type = "enabled", budget_tokens = N}`, or
+        `reasoning_effort` minimal/low/medium/high): `max_tokens` is the answer's budget and the
+        thinking budget is added to it (the API counts both in `max_tokens`).
 
 What is sent is what the step records, so the translation is visible in annotated output.
 """
@@ -42,9 +43,14 @@ def openai_params(model: str, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def anthropic_params(params: dict[str, Any], default_max_tokens: int) -> dict[str, Any]:
-    """Params with `thinking` set up (from `thinking` or `reasoning_effort`), `max_tokens` set."""
+def anthropic_params(params: dict[str, Any], default_max_tokens: int, sampling: bool = False) -> dict[str, Any]:
+    """Params with `thinking` set up (from `thinking` or `reasoning_effort`), `max_tokens` set.
+    `sampling=False` (API version 2026-10-21 and later, which refuse them even at their
+    defaults): temperature, top_k and top_p are not sent."""
     out = dict(params)
+    if not sampling:
+        for key in ANTHROPIC_THINKING_REFUSED:
+            out.pop(key, None)
     effort = out.pop("reasoning_effort", None)
     thinking = out.get("thinking")
     if thinking is None and effort is not None:

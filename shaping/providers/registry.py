@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from shaping.errors import ConfigError, describe_validation_error
 from shaping.providers.base import Provider
+from shaping.requests import streaming_problem
 
 #: provider name -> Provider subclass, or "module:Class" imported on first use (so that
 #: torch loads only when a transformers model is used)
@@ -85,6 +86,8 @@ def check_model(name: str, config: ModelConfig) -> type[Provider]:
         raise ConfigError(describe_validation_error(exc, f"shaping.toml: models.{name}.options")) from None
     if cls.needs_key and not config.api_key_env:
         raise ConfigError(f"shaping.toml: models.{name}.api_key_env: required by provider '{provider}'")
+    if (problem := streaming_problem(config.params)) is not None:
+        raise ConfigError(f"shaping.toml: models.{name}.params: {problem}")
     return cls
 
 

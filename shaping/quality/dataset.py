@@ -55,6 +55,11 @@ def _error_fields(line: dict[str, Any]) -> dict[str, Any]:
     return inner if isinstance(inner, dict) else line
 
 
+def read_errors(path: Path) -> list[dict[str, Any]]:
+    """The error records of a file, each as its fields."""
+    return [_error_fields(e) for e in _read_jsonl(path)]
+
+
 @dataclass
 class Dataset:
     name: str
@@ -68,7 +73,7 @@ class Dataset:
         if not paths.samples.exists():
             raise ShapingError(f"pipeline '{name}' has no output yet ({paths.samples}); "
                                f"run it first: isf pipeline run {name}")
-        errors = [_error_fields(e) for e in _read_jsonl(paths.errors)] if paths.errors.exists() else []
+        errors = read_errors(paths.errors) if paths.errors.exists() else []
         try:
             manifest = read_manifest(paths.manifest) if paths.manifest.exists() else None
         except ValueError:
