@@ -358,7 +358,7 @@ def test_validate_cli_names_the_turns_to_blame_and_thresholds_allow_them(tmp_pat
     html = (tmp_path / "training/data/small.report.html").read_text()
     for fid, value in [("empty", "7"), ("truncated", "1"), ("refused", "2"), ("reasoning", "4%"), ("tool-calls", "1")]:
         assert f'<div class="figure" id="count-{fid}">{value}</div>' in html
-    assert "lighthouse on a cliff" in html and "lookup({&quot;q&quot;: &quot;tides&quot;})" in html
+    assert "lighthouse on a cliff" in html and "lookup({&#34;q&#34;: &#34;tides&#34;})" in html
     assert '<span class="flag bad">truncated</span>' in html
 
     full = isf(tmp_path, "pipeline", "sample", "small", "-n", "30", "--full").stdout
@@ -477,5 +477,140 @@ def test_report_in_a_real_browser(small):
             assert step.is_visible()
             assert "step 0" in step.inner_text() and "tell me about item 0 please" in step.inner_text()
             assert blocked == []  # nothing fetched from the network
+        finally:
+            browser.close()
+
+
+# A report built from an output file someone else wrote: every field holds markup that would run
+# script, load an image or close the sample's <details> early were it written as HTML
+SCRIPT = "<script>window.__pwned=1</script>"
+IMG = '<img src=x onerror="window.__pwned=1">'
+CLOSE = "</details>"
+HOSTILE = SCRIPT + IMG + CLOSE
+#: breaks out of an attribute where one is quoted by hand (a message's role becomes a class name)
+ATTR = '"><img src=x onerror="window.__pwned=1;alert(1)"><svg onload="alert(1)">'
+HOSTILE_CALL = {"id": HOSTILE, "type": "function", "function": {"name": HOSTILE, "arguments": HOSTILE}}
+
+
+def hostile_step(**changes):
+    return {"index": HOSTILE, "model": HOSTILE, "params": {HOSTILE: HOSTILE, "stop": [SCRIPT]},
+            "messages": [{"role": ATTR, "content": HOSTILE}, {"role": "tool", "tool_call_id": HOSTILE, "content": IMG}],
+            "text": HOSTILE, "reasoning": HOSTILE, "tool_calls": [HOSTILE_CALL], "refusal": HOSTILE, "error": None,
+            "usage": {"prompt_tokens": HOSTILE, "completion_tokens": HOSTILE, "reasoning_tokens": HOSTILE},
+            "finish_reason": HOSTILE, "latency_s": HOSTILE, "attempts": HOSTILE, "cached": HOSTILE,
+            "repair": HOSTILE, "cost_usd": HOSTILE, "metadata": {HOSTILE: HOSTILE}, **changes}
+
+
+HOSTILE_SAMPLES = [
+    {"id": HOSTILE, "messages": [
+        {"role": "system", "content": HOSTILE},
+        {"role": "user", "content": [{"type": "text", "text": HOSTILE},
+                                     {"type": "image_url", "image_url": {"url": HOSTILE}}]},
+        {"role": "assistant", "content": None, "reasoning_content": HOSTILE, "tool_calls": [HOSTILE_CALL]},
+        {"role": "tool", "tool_call_id": HOSTILE, "content": HOSTILE},
+        {"role": "assistant", "content": f"<think>{HOSTILE}</think>{HOSTILE}"}],
+     "metadata": {HOSTILE: HOSTILE}, "input_data": {"q": HOSTILE, HOSTILE: [IMG, CLOSE]},
+     "steps": [hostile_step(), hostile_step(error={"type": HOSTILE, "message": HOSTILE}),
+               hostile_step(error=HOSTILE)]},
+    {"id": ATTR, "messages": [{"role": ATTR, "content": ATTR}, {"role": "assistant", "content": CLOSE}],
+     "metadata": {"note": ATTR}, "input_data": ATTR, "steps": [hostile_step(model=ATTR, finish_reason="length")]},
+    {"id": CLOSE, "messages": [{"role": "user", "content": CLOSE}, {"role": "assistant", "content": SCRIPT}],
+     "metadata": {}, "input_data": None, "steps": [hostile_step(refusal=None, finish_reason=SCRIPT)]},
+]
+HOSTILE_ERROR = {"__ERROR__": {"id": HOSTILE, "error": HOSTILE, "message": HOSTILE, "input_data": {HOSTILE: HOSTILE},
+                               "steps": [hostile_step()], "pipeline_commit": HOSTILE,
+                               "failed_at": "2026-01-01T00:00:00Z", "traceback": HOSTILE}}
+
+
+@pytest.fixture
+def hostile_report(small):
+    """`isf pipeline report` on a real run's output rewritten so that every field holds markup,
+    written as annotated output is (metadata, input_data and steps as JSON text)."""
+    data = small / "training" / "data"
+    encoded = [{**s, **{k: json.dumps(s[k]) for k in ("metadata", "input_data", "steps")}} for s in HOSTILE_SAMPLES]
+    write_output(small, encoded)
+    (data / "errors" / "small.jsonl").write_text(json.dumps(HOSTILE_ERROR) + "\n")
+    manifest = json.loads((data / "small.manifest.json").read_text())
+    manifest["git"].update(commit=HOSTILE, note=HOSTILE)
+    (data / "small.manifest.json").write_text(json.dumps(manifest))
+    result = isf(small, "pipeline", "report", "small")
+    assert result.returncode == 0, result.stderr
+    return data / "small.report.html"
+
+
+def test_report_writes_every_field_as_text(hostile_report):
+    """Without a browser: no element or attribute the data could have made, and the data itself
+    written escaped."""
+    from html.parser import HTMLParser
+
+    html = hostile_report.read_text()
+
+    class Elements(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags, self.attributes, self.details = [], [], 0
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+            self.attributes += [name for name, _ in attrs]
+            self.details += tag == "details"
+
+        def handle_endtag(self, tag):
+            self.details -= tag == "details"
+
+    page = Elements()
+    page.feed(html)
+    assert not {"script", "img", "iframe", "object", "embed"} & set(page.tags)
+    assert page.tags.count("svg") == 2  # the two histograms, none from the data
+    assert not [name for name in page.attributes if name.startswith("on")]
+    assert page.details == 0  # every <details> closed by the report, none by the data
+    assert page.tags.count("details") == html.count("</details>")
+    assert "<script" not in html and "<img" not in html and "<script>window.__pwned" not in html
+    assert '"><img' not in html
+    escaped = "&lt;script&gt;window.__pwned=1&lt;/script&gt;&lt;img src=x onerror=&#34;window.__pwned=1&#34;&gt;"
+    assert html.count(escaped + "&lt;/details&gt;") >= 40  # the data is there, as text
+    for shown in (f"attempts {escaped}", f"tokens {escaped}", f"step {escaped}", f"finish {escaped}",
+                  f"model {escaped}", f"commit {escaped}", "input data", "metadata", "[1 image]"):
+        assert shown in html, shown
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is installed by `make test`; not on this machine")
+def test_report_runs_nothing_from_the_data_in_a_real_browser(hostile_report):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page()
+            dialogs, requests = [], []
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(hostile_report.as_uri(), wait_until="load")
+            page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+            page.wait_for_timeout(300)  # time for any image error or onload handler to have fired
+            assert page.evaluate("typeof window.__pwned") == "undefined"
+            assert dialogs == []
+            assert requests == [hostile_report.as_uri()]  # no image, nothing else fetched
+            assert page.locator("script").count() == 0 and page.locator("img").count() == 0
+            assert page.locator("svg").count() == 2
+            assert page.evaluate("[...document.querySelectorAll('*')].filter("
+                                 "e => [...e.attributes].some(a => a.name.startsWith('on'))).length") == 0
+            # the data closed no <details>: each sample is whole, its steps inside it
+            assert page.locator("#samples > *").count() == page.locator("#samples > details.sample").count() == 3
+            assert page.locator("#sample-0 .step").count() == 3
+            assert page.locator("#sample-0 > summary").inner_text().startswith(HOSTILE)
+            text = page.inner_text("body")
+            for payload in (SCRIPT, IMG, CLOSE, ATTR):
+                assert payload in text
+            assert text.count(HOSTILE) >= 40
+            meta = page.locator("#sample-0 .step .meta").first.inner_text()
+            for shown in (f"step {HOSTILE}", f"model {HOSTILE}", f"attempts {HOSTILE}",
+                          f"tokens {HOSTILE}/{HOSTILE} ({HOSTILE} reasoning)", f"finish {HOSTILE}"):
+                assert shown in meta
+            assert f"error {HOSTILE}: {HOSTILE}" in page.inner_text("#sample-0 .step >> nth=1")
+            assert HOSTILE in page.inner_text("#errors") and f"commit {HOSTILE}" in text
+            assert HOSTILE in page.inner_text("#checklist")  # the role-order problems name the sample
         finally:
             browser.close()
