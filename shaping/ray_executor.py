@@ -13,6 +13,9 @@ order: the files, manifest, errors and cache semantics are those of a local run.
   so many workers on one API key stay under its limits together.
 - The pipeline object is shipped to the workers (with what `run()` set on it before calling
   `run_task`); on a cluster, the project folder must be at the same path on every node.
+- Providers added with `shaping.providers.register` on the driver (in a pipeline file, say) go
+  with each shard and are registered in its worker; entry-point providers are found in the
+  packages installed where the worker runs.
 
 `pip install 'shaping[ray]'`. Tests and docs use local mode (`ray.init()` on this machine).
 """
@@ -125,10 +128,15 @@ def _actors(ray: Any) -> tuple[type, type]:
 
 
 def _run_shard(pipeline: Any, method: str, records: list, first_index: int, settings: dict,
-               cache_actor: Any, permit_actor: Any) -> dict[str, Any]:
-    """In a Ray worker: one shard through a local dispatcher; returns its lines and counters."""
+               cache_actor: Any, permit_actor: Any, providers: dict | None = None) -> dict[str, Any]:
+    """In a Ray worker: one shard through a local dispatcher; returns its lines and counters.
+    `providers`: what `shaping.providers.register` added on the driver (a pipeline file's own
+    provider, say), registered here too before anything runs."""
     import ray
 
+    from shaping.providers.registry import restore_registrations
+
+    restore_registrations(providers or {})
     task = getattr(pipeline, method)
     cache = None
     if cache_actor is not None:
@@ -159,6 +167,20 @@ def _run_shard(pipeline: Any, method: str, records: list, first_index: int, sett
     if cache is not None:
         cache.close()
     return result
+
+
+def _registered_providers(project: Project) -> dict:
+    """The `register`ed providers this project's models use (entry points the workers find
+    themselves, in the packages installed there)."""
+    from shaping.providers.registry import registrations, resolve_provider_name
+
+    used = set()
+    for name in project.config.models:
+        try:
+            used.add(resolve_provider_name(name, project.model(name)))
+        except ShapingError:
+            continue  # a model no task uses may name none; a used one was checked before the run
+    return registrations(used)
 
 
 class RayExecutor:
@@ -196,8 +218,9 @@ class RayExecutor:
         d.stats.records_total = (d.stats.records_total or 0) + len(items)
         size = max(1, math.ceil(len(items) / self.shards))
         settings = {"workers": d.workers, "annotate": d.annotate, "commit": d.commit, "metadata": d.metadata}
+        providers = self.ray.put(_registered_providers(self.pipeline.project))
         refs = [self._run_shard.remote(self.pipeline, task.__name__, items[i:i + size], i, settings,
-                                       self.cache_actor, self.permit_actor)
+                                       self.cache_actor, self.permit_actor, providers)
                 for i in range(0, len(items), size)]
         samples = SampleSpool(d.spool_dir, d.pipeline_name, d.annotate)
         d.spools.append(samples)

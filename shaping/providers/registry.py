@@ -1,12 +1,24 @@
-"""Which provider serves a model: a plain mapping, that built-ins and outside code fill alike.
+"""Which provider serves a model: installed packages name theirs in the `shaping.providers`
+entry-point group (the built-in ones too, in shaping's pyproject.toml), scripts call `register`.
 
+    # a package's pyproject.toml
+    [project.entry-points."shaping.providers"]
+    myapi = "mypackage.provider:MyProvider"
+
+    # a script or a pipeline file
     register("myapi", "mypackage.provider:MyProvider")   # or the class itself
+
+A provider's module is imported when a model first uses it (so torch loads only when a
+transformers model is used). A name given to `register` wins over an entry point of the same
+name, and a Ray run carries what `register` added to its workers (`registrations`).
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Iterable
+from importlib.metadata import EntryPoint, entry_points
 
 from shaping.config import ModelConfig
 from pydantic import ValidationError
@@ -15,14 +27,15 @@ from shaping.errors import ConfigError, describe_validation_error
 from shaping.providers.base import Provider
 from shaping.requests import streaming_problem
 
-#: provider name -> Provider subclass, or "module:Class" imported on first use (so that
-#: torch loads only when a transformers model is used)
-PROVIDERS: dict[str, type[Provider] | str] = {
-    "mock": "shaping.providers.mock:MockProvider",
-    "openai": "shaping.providers.openai:OpenAIProvider",
-    "anthropic": "shaping.providers.anthropic:AnthropicProvider",
-    "transformers": "shaping.providers.transformers:TransformersProvider",
-}
+#: the entry-point group that installed packages name their providers in
+ENTRY_POINT_GROUP = "shaping.providers"
+
+#: providers given to `register`: name -> Provider subclass, or "module:Class" imported on
+#: first use. Entry points are not listed here; see `provider_names`.
+PROVIDERS: dict[str, type[Provider] | str] = {}
+
+#: entry-point providers loaded so far
+_LOADED: dict[str, type[Provider]] = {}
 
 #: model-name prefix -> (provider, default base_url), for configs that leave `provider` out
 INFERRED: dict[str, tuple[str, str | None]] = {
@@ -36,7 +49,35 @@ INFERRED: dict[str, tuple[str, str | None]] = {
 
 
 def register(name: str, provider: type[Provider] | str) -> None:
+    """Make `provider` (a Provider subclass, or "module:Class") serve models whose provider is
+    `name`, in this process and in the workers of a Ray run started from it."""
     PROVIDERS[name] = provider
+
+
+def registrations(names: Iterable[str] | None = None) -> dict[str, type[Provider] | str]:
+    """What `register` added (only `names`, when given): what a Ray run sends to its workers,
+    which pass it to `restore_registrations` before running anything."""
+    wanted = PROVIDERS if names is None else set(names)
+    return {name: entry for name, entry in PROVIDERS.items() if name in wanted}
+
+
+def restore_registrations(entries: dict[str, type[Provider] | str]) -> None:
+    for name, entry in entries.items():
+        register(name, entry)
+
+
+def _entry_points() -> dict[str, list[EntryPoint]]:
+    found: dict[str, list[EntryPoint]] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        same = found.setdefault(ep.name, [])
+        if all(other.value != ep.value for other in same):
+            same.append(ep)
+    return found
+
+
+def provider_names() -> list[str]:
+    """Every provider name known here: entry points of installed packages and `register`ed ones."""
+    return sorted(set(PROVIDERS) | set(_LOADED) | set(_entry_points()))
 
 
 def resolve_provider_name(name: str, config: ModelConfig) -> str:
@@ -47,7 +88,7 @@ def resolve_provider_name(name: str, config: ModelConfig) -> str:
             return provider
     raise ConfigError(
         f"shaping.toml: models.{name}.provider: not given and not inferable from model "
-        f"'{config.model}' (expected one of: {', '.join(sorted(PROVIDERS))})"
+        f"'{config.model}' (expected one of: {', '.join(provider_names())})"
     )
 
 
@@ -60,19 +101,63 @@ def resolve_base_url(config: ModelConfig) -> str | None:
     return None
 
 
-def provider_class(name: str, provider: str) -> type[Provider]:
+def _origin(ep: EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return f"entry point '{ep.name} = {ep.value}'" + (f" of package '{dist.name}'" if dist is not None else "")
+
+
+def _load(name: str, provider: str, load, origin: str) -> type[Provider]:
     try:
-        entry = PROVIDERS[provider]
-    except KeyError:
+        cls = load()
+    except Exception as exc:
+        detail = " ".join(str(exc).split())
+        raise ConfigError(
+            f"shaping.toml: models.{name}.provider: provider '{provider}' could not be loaded ({origin}): "
+            f"{type(exc).__name__}: {detail}"
+        ) from None
+    if not (isinstance(cls, type) and issubclass(cls, Provider)):
+        raise ConfigError(
+            f"shaping.toml: models.{name}.provider: provider '{provider}' ({origin}) is not a subclass of "
+            f"shaping.providers.Provider"
+        )
+    return cls
+
+
+def _import(path: str) -> object:
+    module, _, attr = path.partition(":")
+    value: object = importlib.import_module(module)
+    for part in attr.split(".") if attr else ():
+        value = getattr(value, part)
+    return value
+
+
+def provider_class(name: str, provider: str) -> type[Provider]:
+    entry = PROVIDERS.get(provider)
+    if entry is not None:
+        if isinstance(entry, str):
+            path = entry
+            entry = _load(name, provider, lambda: _import(path), f"registered as '{path}'")
+            PROVIDERS[provider] = entry
+        return entry
+    if (cls := _LOADED.get(provider)) is not None:
+        return cls
+    found = _entry_points()
+    candidates = found.get(provider)
+    if not candidates:
+        hint = "" if found else "; no provider entry points found: is shaping installed (pip install -e .)?"
         raise ConfigError(
             f"shaping.toml: models.{name}.provider: unknown provider '{provider}' "
-            f"(expected one of: {', '.join(sorted(PROVIDERS))})"
-        ) from None
-    if isinstance(entry, str):
-        module, _, attr = entry.partition(":")
-        entry = getattr(importlib.import_module(module), attr)
-        PROVIDERS[provider] = entry
-    return entry
+            f"(expected one of: {', '.join(provider_names())}){hint}"
+        )
+    if len(candidates) > 1:
+        raise ConfigError(
+            f"shaping.toml: models.{name}.provider: provider '{provider}' is named by more than one installed "
+            f"package ({'; '.join(_origin(ep) for ep in candidates)}); uninstall one, or choose with "
+            f"shaping.providers.register('{provider}', 'module:Class')"
+        )
+    (ep,) = candidates
+    cls = _LOADED[provider] = _load(name, provider, ep.load, _origin(ep))
+    return cls
 
 
 def check_model(name: str, config: ModelConfig) -> type[Provider]:
