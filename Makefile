@@ -41,6 +41,7 @@ chromium:
 	  echo "chromium could not be installed: the browser test will be skipped"
 
 bench: install-dev
+	$(PY) bench/startup.py
 	$(PY) bench/throughput.py
 
 clean:

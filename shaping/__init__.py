@@ -1,31 +1,35 @@
-"""shaping: generate LLM training data with pipelines written as plain sequential code."""
+"""shaping: generate LLM training data with pipelines written as plain sequential code.
 
-from importlib.metadata import PackageNotFoundError, version
+The public names below are imported when first used, so `import shaping` (and `isf --version`)
+costs almost nothing.
+"""
 
-try:
-    __version__ = version("shaping")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+source"
+from __future__ import annotations
 
-from shaping.errors import PipelineError, ShapingError  # noqa: E402
-from shaping.pipeline import Pipeline  # noqa: E402
-from shaping.requests import LLMMessage, LLMRequest, ModelRequest, ModelResponse, model_request  # noqa: E402
-from shaping.runner import RunResult, run_pipeline  # noqa: E402
-from shaping.samples import AnnotatedTrainingSample, TrainingSample  # noqa: E402
+from shaping._lazy import lazy_exports
+from shaping._version import __version__
+
+#: public name -> the module that holds it
+_EXPORTS = {
+    "AnnotatedTrainingSample": "shaping.samples",
+    "LLMMessage": "shaping.requests",
+    "LLMRequest": "shaping.requests",
+    "ModelRequest": "shaping.requests",
+    "ModelResponse": "shaping.requests",
+    "Pipeline": "shaping.pipeline",
+    "PipelineError": "shaping.errors",
+    "RunResult": "shaping.runner",
+    "ShapingError": "shaping.errors",
+    "TrainingSample": "shaping.samples",
+    "model_request": "shaping.requests",
+    "run_pipeline": "shaping.runner",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
 
 
-__all__ = [
-    "AnnotatedTrainingSample",
-    "LLMMessage",
-    "LLMRequest",
-    "ModelRequest",
-    "ModelResponse",
-    "Pipeline",
-    "PipelineError",
-    "RunResult",
-    "ShapingError",
-    "TrainingSample",
-    "__version__",
-    "model_request",
-    "run_pipeline",
-]
+__getattr__ = lazy_exports(globals(), _EXPORTS)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -18,7 +18,7 @@ from typing import Any
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from shaping import __version__
+from shaping._version import __version__
 from shaping.dispatch import Dispatcher, RunStats
 from shaping.dispatch.cache import RequestCache
 from shaping.deps import BoundKShot

@@ -11,8 +11,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from shaping import __version__
-from shaping.config import Project
+from shaping._version import __version__
 from shaping.errors import PipelineError, ShapingError
 
 out = Console(highlight=False)
@@ -42,11 +41,47 @@ def user_errors(fn: Any) -> Any:
     return wrapper
 
 
-def project_of(ctx: click.Context) -> Project:
+def project_of(ctx: click.Context) -> Any:
+    from shaping.config import Project
+
     return Project.find(ctx.obj.get("project"))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose commands live in modules imported only when a command is needed (or
+    listed), so `isf --version` and `isf --help` stay quick. `lazy` maps a command name to
+    "module:attribute"; `modules` are imported to register the commands they attach."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, modules: tuple[str, ...] = (),
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}
+        self.modules = modules
+
+    def _load_modules(self) -> None:
+        import importlib
+
+        for module in self.modules:
+            importlib.import_module(module)
+        self.modules = ()
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_modules()
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy and name not in self.commands:
+            import importlib
+
+            module, _, attr = self.lazy[name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attr), name)
+        if name not in self.commands:
+            self._load_modules()
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, lazy={"cache": "shaping.cli.cache:cache", "prompts": "shaping.cli.prompts:prompts"},
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--project", type=click.Path(file_okay=False, path_type=Path),
               help="Project folder (default: the nearest folder upward holding shaping.toml).")
 @click.version_option(__version__, prog_name="isf")
@@ -56,6 +91,6 @@ def main(ctx: click.Context, project: Path | None) -> None:
     ctx.ensure_object(dict)["project"] = project
 
 
-@main.group()
+@main.group(cls=LazyGroup, modules=("shaping.cli.run", "shaping.cli.quality"))
 def pipeline() -> None:
     """List and run the pipelines in pipelines/*.py."""

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import click
 
-from shaping.cli.app import main, out, project_of, user_errors
-from shaping.dispatch.cache import RequestCache
+from shaping.cli.app import out, project_of, user_errors
 
 
-@main.group()
+@click.group()
 def cache() -> None:
     """Inspect and clear the request cache (training/.cache/)."""
 
@@ -18,6 +17,8 @@ def cache() -> None:
 @user_errors
 def cache_stats(ctx: click.Context) -> None:
     """Answers kept per pipeline, and the size on disk."""
+    from shaping.dispatch.cache import RequestCache
+
     store = RequestCache(project_of(ctx).cache_dir)
     try:
         stats = store.stats()
@@ -36,6 +37,8 @@ def cache_stats(ctx: click.Context) -> None:
 @user_errors
 def cache_clear(ctx: click.Context, name: str | None) -> None:
     """Forget the answers of pipeline NAME, or of every pipeline."""
+    from shaping.dispatch.cache import RequestCache
+
     store = RequestCache(project_of(ctx).cache_dir)
     try:
         deleted = store.clear(name)

@@ -8,11 +8,11 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from shaping.cli.app import main, out, user_errors
+from shaping.cli.app import out, user_errors
 from shaping.errors import ShapingError
 
 
-@main.group()
+@click.group()
 def prompts() -> None:
     """Look at a prompt mix before paying for it."""
 
