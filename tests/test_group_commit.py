@@ -97,6 +97,25 @@ def test_an_answer_alone_is_committed_alone_and_at_once(tmp_path):
     cache.close()
 
 
+def test_lookups_see_an_answer_before_its_commit(tmp_path):
+    cache = RequestCache(tmp_path)
+    seen = []
+
+    async def look() -> None:  # runs while the sender waits for the rest of the turn to join
+        found = cache.get("key1")
+        seen.append((found is not None and found.cached and found.text, committed(cache, ["key1"])))
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store, cache, 1)
+            tg.start_soon(look)
+
+    anyio.run(main)
+    assert seen == [("answer 1", set())]
+    assert cache.get("key1").text == "answer 1" and committed(cache, ["key1"]) == {"key1"}
+    cache.close()
+
+
 def test_answers_that_arrive_during_a_commit_share_the_next():
     """With a commit that takes time (as the Ray cache actor's does), whatever arrives while it
     runs is committed next, in one batch; lookups see rows not yet committed."""

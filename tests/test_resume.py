@@ -240,7 +240,7 @@ def test_interrupted_run_resumes_without_repeating_answered_requests(tmp_path, s
     process = start_run(root)
     wait_for(server, 40, process)
     deadline = time.monotonic() + 10
-    while len(cached_prompts(root)) < 10:  # answers are committed in batches, a few times a second
+    while len(cached_prompts(root)) < 10:  # each answer is committed before its task receives it, a few times a second
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.02)
     process.send_signal(sig)

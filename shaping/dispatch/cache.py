@@ -82,15 +82,16 @@ class GroupCommitter:
 
     One commit runs at a time. A sender that finds the writer free commits the open batch: it
     first lets the event loop finish its turn, so that the answers that came in with its own
-    join it, then commits them all; rows stored meanwhile wait in the next batch, which the
-    first of their senders to wake commits when that commit ends. So a commit holds one row when
-    answers are rare and all that arrived together when they are not, and no one waits on a
-    timer. `get` and `rows` see the rows not yet committed.
+    join it, then commits them all. Rows stored while a commit runs (`commit` may return an
+    awaitable: the Ray cache actor's call) wait in the next batch, which the first of their
+    senders to wake commits when that one ends. So a commit holds one row when answers are rare
+    and all that arrived together when they are not, and no one waits on a timer. `get` and
+    `rows` see the rows not yet committed.
     """
 
-    def __init__(self, commit: Callable[[list[tuple]], Awaitable[object]]) -> None:
+    def __init__(self, commit: Callable[[list[tuple]], Awaitable[object] | None]) -> None:
         self._commit = commit
-        self._open = _Batch()  # rows stored since the running commit began
+        self._open = _Batch()  # rows stored since the running commit took its own
         self._running: _Batch | None = None
         self.commits = 0  # transactions so far (tests count them)
 
@@ -130,19 +131,23 @@ class GroupCommitter:
     async def _commit_open(self) -> None:
         batch = self._running = self._open
         try:
-            with anyio.CancelScope(shield=True):  # a cancelled sender still commits the others' rows
-                await anyio.lowlevel.checkpoint()  # the rest of this turn's answers join the batch
-                self._open = _Batch()
+            await anyio.lowlevel.checkpoint()  # the rest of this turn's answers join the batch
+        finally:  # cancelled or not: the batch holds the other senders' rows too
+            self._open = _Batch()
+            try:
                 if batch.rows:
-                    await self._commit(list(batch.rows.values()))
+                    pending = self._commit(list(batch.rows.values()))
+                    if pending is not None:
+                        with anyio.CancelScope(shield=True):
+                            await pending
                     self.commits += 1
-        except BaseException as exc:
-            batch.error = exc
-            if not isinstance(exc, Exception):
-                raise
-        finally:
-            self._running = None
-            batch.done.set()
+            except BaseException as exc:  # every sender of the batch raises CacheWriteError
+                batch.error = exc
+                if not isinstance(exc, Exception):
+                    raise
+            finally:
+                self._running = None
+                batch.done.set()
 
 
 @dataclass(frozen=True)
@@ -160,7 +165,9 @@ class RequestCache:
         self.moved_aside: Path | None = None
         folder.mkdir(parents=True, exist_ok=True)
         self._db = self._open()
-        self._group = GroupCommitter(self._commit)
+        # commits on the event loop's thread, as the batches of 256 before them were: measured,
+        # a worker thread cost more CPU per request (the GIL handed back and forth for every row)
+        self._group = GroupCommitter(self._write)
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -228,13 +235,8 @@ class RequestCache:
     async def store(self, key: str, pipeline: str, model: str, record_id: str, step: int,
                     messages: list[LLMMessage], params: dict, response: ModelResponse) -> None:
         """Keep an answer; returns once it is committed, in one transaction with the answers
-        that arrived while the previous one was being committed."""
+        that arrived in the same turn of the event loop."""
         await self._group.store(key, answer_row(key, pipeline, model, record_id, step, messages, params, response))
-
-    async def _commit(self, rows: list[tuple]) -> None:
-        # on the event loop's thread, as the batches of 256 before it were: measured, a worker
-        # thread cost 10% more CPU per request (the GIL handed back and forth for every row)
-        self._write(rows)
 
     def _write(self, rows: list[tuple]) -> None:
         with self._db:
@@ -242,8 +244,8 @@ class RequestCache:
             self._db.executemany(INSERT, rows)
 
     def flush(self) -> None:
-        """Commit what `store` was given and has not committed (the answers of senders that were
-        cancelled before their commit)."""
+        """Commit what `store` was given and has not committed (rows whose senders were all
+        cancelled while they waited: none when commits run on the event loop, as here)."""
         rows = self._group.take_open()
         if rows:
             self._write(rows)
