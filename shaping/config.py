@@ -74,6 +74,12 @@ class Project:
     def feedback_path(self) -> Path:
         return self.root / self.config.feedback.path
 
+    def outputs(self, pipeline: str) -> "OutputPaths":
+        """Where pipeline `pipeline` writes by default: training/data/NAME.jsonl and beside it."""
+        from shaping.output import OutputPaths
+
+        return OutputPaths.for_samples(self.data_dir / f"{pipeline}.jsonl")
+
     @property
     def cache_dir(self) -> Path:
         return self.root / "training" / ".cache"

@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from shaping.errors import OutputError
 
@@ -34,14 +35,15 @@ class OutputPaths:
         )
 
 
-def output_paths(default_dir: Path, name: str, output: Path | None) -> OutputPaths:
-    """The run's three files; checks before any request is sent that they can be written."""
+def output_paths(project: Any, name: str, output: Path | None) -> OutputPaths:
+    """The run's files (`project.outputs(name)` unless `output` is given); checks before any
+    request is sent that they can be written."""
     if output is None:
+        samples = project.outputs(name).samples
         try:
-            default_dir.mkdir(parents=True, exist_ok=True)
+            samples.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise OutputError(f"cannot create output folder {default_dir}: {exc.strerror}") from None
-        samples = default_dir / f"{name}.jsonl"
+            raise OutputError(f"cannot create output folder {samples.parent}: {exc.strerror}") from None
     else:
         samples = Path(output).expanduser().resolve()
         if samples.is_dir():

@@ -19,13 +19,16 @@ import inspect
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from shaping.config import Project
 from shaping.deps import BoundKShot, FeedbackDep, FileDep, KShotDep, ModelDep
 from shaping.errors import PipelineDefinitionError, PipelineError, ShapingError
 from shaping.requests import ModelResponse, model_request
 from shaping.samples import AnnotatedTrainingSample, TrainingSample
+
+if TYPE_CHECKING:
+    from shaping.runner import Runtime
 
 __all__ = [
     "AnnotatedTrainingSample",
@@ -93,7 +96,7 @@ class Pipeline:
         self.project = project or Project.find(self.source_dir())
         #: set by `execute()` / `--limit`: `run_task` takes at most this many records
         self.limit: int | None = None
-        self._runtime: Any = None  # set for the length of a run by shaping.runner
+        self._runtime: Runtime | None = None  # set for the length of a run by shaping.runner
         self._kshot_overrides: dict[str, Any] = {}
         self._kshot_bound: dict[str, BoundKShot] = {}
         self._feedback_store: Any = None
@@ -184,7 +187,7 @@ class Pipeline:
         runtime = self._require_runtime("query")
         return runtime.call(lambda: runtime.dispatcher.query(model, messages, **params))
 
-    def _require_runtime(self, what: str) -> Any:
+    def _require_runtime(self, what: str) -> "Runtime":
         if self._runtime is None:
             raise ShapingError(
                 f"pipeline '{self.name}': {what}() works during a run; start one with "

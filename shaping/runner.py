@@ -47,7 +47,7 @@ class RunResult:
     failure: str | None = None
 
 
-class _Runtime:
+class Runtime:
     """What `Pipeline.run_task` and `Pipeline.query` reach during a run."""
 
     def __init__(self, portal: BlockingPortal, dispatcher: Dispatcher, executor: Any = None) -> None:
@@ -121,7 +121,7 @@ def run_pipeline(
         config = project.model(dep.model_name)     # (keys are read when a model first sends)
         check_model(dep.model_name, config)
         models[attr] = model_state(dep.model_name, config)
-    paths = output_paths(project.data_dir, name, output)
+    paths = output_paths(project, name, output)
     project.cache_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(project.cache_dir / f"{name}.lock", name):
         remove_leftovers(paths.samples.parent, name)
@@ -160,7 +160,7 @@ def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, sta
     try:
         with quiet_collector(), start_blocking_portal(backend_options=event_loop_options()) as portal:
             with portal.wrap_async_context_manager(dispatcher.session()):
-                pipeline._runtime = _Runtime(portal, dispatcher, executor)
+                pipeline._runtime = Runtime(portal, dispatcher, executor)
                 stopped = None
                 try:
                     samples = pipeline.run()

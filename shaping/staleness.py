@@ -56,13 +56,9 @@ class Status:
                 "reasons": [asdict(r) for r in self.reasons]}
 
 
-def default_paths(project: Project, name: str) -> OutputPaths:
-    return OutputPaths.for_samples(project.data_dir / f"{name}.jsonl")
-
-
 def upstreams(entry: PipelineEntry, project: Project, names: Iterable[str]) -> list[str]:
     """The pipelines (among `names`) whose default output this pipeline reads as a file_dep."""
-    outputs = {default_paths(project, name).samples.resolve(): name for name in names}
+    outputs = {project.outputs(name).samples.resolve(): name for name in names}
     found = []
     for dep in entry.cls.file_deps.values():
         other = outputs.get((project.root / dep.relpath).resolve())
@@ -81,7 +77,7 @@ def dependency_order(project: Project, entries: dict[str, PipelineEntry]) -> lis
 
 def pipeline_status(entry: PipelineEntry, project: Project, upstream: dict[str, Status]) -> Status:
     cls, name = entry.cls, entry.name
-    paths = default_paths(project, name)
+    paths = project.outputs(name)
     if paths.failed.exists():
         return failed_status(name, paths)
     if not paths.manifest.exists():

@@ -3,7 +3,7 @@
 import anyio
 import pytest
 
-from shaping.dispatch.driver import drive
+from shaping.dispatch.driver import Attempt, drive
 from shaping.errors import PipelineError, TaskContractError
 from shaping.requests import ModelResponse, model_request
 from shaping.samples import TrainingSample
@@ -22,7 +22,7 @@ class Recorder:
     async def __call__(self, request, step):
         self.seen.append((step, request.messages[-1].content))
         await anyio.sleep(0)
-        return [(request, request.params, ModelResponse(text=f"answer {step}: {request.messages[-1].content}", model="m"), 0)]
+        return [Attempt(request, request.params, ModelResponse(text=f"answer {step}: {request.messages[-1].content}", model="m"))]
 
 
 def run(task, record=None):
@@ -134,7 +134,7 @@ def test_other_exception_is_unexpected_error_with_traceback():
 
 def test_failed_response_get_text_becomes_its_error_type():
     async def failing(request, step):
-        return [(request, request.params, ModelResponse.failure("rate_limited", "429 Too Many Requests", model="m"), 0)]
+        return [Attempt(request, request.params, ModelResponse.failure("rate_limited", "429 Too Many Requests", model="m"))]
 
     def task(record):
         response = yield req("one")

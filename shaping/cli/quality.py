@@ -16,11 +16,9 @@ from shaping.errors import ShapingError
 
 def load_output(ctx: click.Context, name: str):
     from shaping.quality import Dataset
-    from shaping.staleness import default_paths
-
     project = project_of(ctx)
     entry = find_pipeline(project, name)
-    paths = default_paths(project, name)
+    paths = project.outputs(name)
     if paths.failed.exists():  # say so: what is read here is an earlier run's output
         err.print(Text(f"note: the last run of {name} FAILED (isf pipeline errors {name} shows why); "
                        f"this is the output of an earlier run", style="yellow"), soft_wrap=True)
@@ -120,11 +118,11 @@ def errors_cmd(ctx: click.Context, name: str) -> None:
     """Failed records of pipeline NAME by type, with counts and one example each."""
     from shaping.quality import Dataset, errors_by_type
     from shaping.quality.dataset import read_errors
-    from shaping.staleness import FAILED, default_paths, failed_status
+    from shaping.staleness import FAILED, failed_status
 
     project = project_of(ctx)
     find_pipeline(project, name)
-    paths = default_paths(project, name)
+    paths = project.outputs(name)
     if paths.failed.exists():  # the last run failed: its records are what needs looking at
         status = failed_status(name, paths)
         out.print(Text(f"{name}: {FAILED}: {status.reasons[0].message}", style="bold red"), soft_wrap=True)

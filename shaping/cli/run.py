@@ -20,7 +20,7 @@ from shaping.pipeline import Pipeline
 from shaping.progress import RunDisplay, summary
 from shaping.runner import check_run_options, run_pipeline
 from shaping.manifest import read_manifest
-from shaping.staleness import Status, default_paths, dependency_order, pipeline_status, project_status
+from shaping.staleness import Status, dependency_order, pipeline_status, project_status
 
 
 @pipeline.command("list")
@@ -55,7 +55,7 @@ def annotation_differs(project: Any, name: str, annotate: bool | None) -> bool:
     if annotate is None:
         return False
     try:
-        return read_manifest(default_paths(project, name).manifest).annotated != annotate
+        return read_manifest(project.outputs(name).manifest).annotated != annotate
     except (ValueError, OSError):
         return False
 

@@ -21,7 +21,7 @@ from anyio.abc import TaskGroup
 from shaping.config import Project
 from shaping.dispatch.cache import RequestCache, request_key
 from shaping.dispatch.channel import ModelChannel
-from shaping.dispatch.driver import Outcome, drive, find_fatal, step_fields
+from shaping.dispatch.driver import Attempt, Outcome, drive, find_fatal, step_fields
 from shaping.dispatch.stats import RunStats
 from shaping.providers.base import Provider
 from shaping.providers.registry import check_model, create_provider
@@ -135,11 +135,11 @@ class Dispatcher:
                     self._channels[model] = channel
         return channel
 
-    async def answer(self, request: ModelRequest, step: int, record_id: str) -> list[tuple]:
-        """Every attempt made to answer `request`: (request sent, params sent, response, repair
-        round). One attempt, unless the request asks for structured output that needs repairs."""
+    async def answer(self, request: ModelRequest, step: int, record_id: str) -> list[Attempt]:
+        """Every attempt made to answer `request`: one, unless the request asks for structured
+        output that needs repairs."""
         if request.response_model is None:
-            return [(request, *await self.send(request, step, record_id), 0)]
+            return [Attempt(request, *await self.send(request, step, record_id))]
         channel = self._channels.get(request.model) or await self.channel(request.model)
         provider = channel.provider
         current = request
@@ -158,7 +158,7 @@ class Dispatcher:
         attempts = []
         for repair in range(request.max_repairs + 1):
             params, response = await self.send(current, step, record_id)
-            attempts.append((current, params, response, repair))
+            attempts.append(Attempt(current, params, response, repair))
             if not response.is_success:
                 break
             parsed, problem = structured.parse(request.response_model, response.text or "")
@@ -214,7 +214,7 @@ class Dispatcher:
         step = self._query_steps
         self._query_steps += 1
         attempts = await self.answer(model_request(messages, model, **params), step, QUERY_RECORD_ID)
-        return attempts[-1][2]
+        return attempts[-1].response
 
     @property
     def errors(self) -> Spool:

@@ -13,15 +13,35 @@ import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from shaping.errors import PipelineError, ShapingError, TaskContractError
 from shaping.requests import ModelRequest, ModelResponse
 from shaping.samples import Step, TrainingSample
 
-#: answers one request for a record: (request, step index) -> every attempt made for it, as
-#: (request as sent, params as sent, response, repair round); the last one's response is the answer
-Answer = Callable[[ModelRequest, int], Awaitable[list[tuple[ModelRequest, dict[str, Any], ModelResponse, int]]]]
+class Attempt(NamedTuple):
+    """One try at answering a request: the request and params as sent, what came back, and the
+    structured-output repair round (0: the request as the task made it)."""
+
+    request: ModelRequest
+    params: dict[str, Any]
+    response: ModelResponse
+    repair: int = 0
+
+
+class RawStep(NamedTuple):
+    """An attempt with its step index: what annotated output writes as a `Step`."""
+
+    index: int
+    request: ModelRequest
+    params: dict[str, Any]
+    response: ModelResponse
+    repair: int = 0
+
+
+#: answers one request for a record: (request, step index) -> every attempt made for it; the
+#: last one's response is the answer
+Answer = Callable[[ModelRequest, int], Awaitable[list[Attempt]]]
 
 
 @dataclass
@@ -32,8 +52,8 @@ class Outcome:
     started_at: datetime
     completed_at: datetime | None = None
     samples: list[TrainingSample] = field(default_factory=list)
-    #: (index, request, params as sent, response, repair) per step; written as `Step` fields
-    raw_steps: list[tuple] = field(default_factory=list)
+    #: every attempt of every step, in order; written as `Step` fields
+    raw_steps: list[RawStep] = field(default_factory=list)
     error_type: str | None = None
     message: str | None = None
     traceback: str | None = None
@@ -99,7 +119,7 @@ async def drive(task: Callable[[Any], Any], record: Any, record_id: str, answer:
     return outcome
 
 
-async def _run_generator(gen, task, record_id: str, answer: Answer, steps: list[tuple]) -> Any:
+async def _run_generator(gen, task, record_id: str, answer: Answer, steps: list[RawStep]) -> Any:
     value: Any = None
     try:
         while True:
@@ -120,13 +140,13 @@ async def _run_generator(gen, task, record_id: str, answer: Answer, steps: list[
         gen.close()
 
 
-async def _answer_one(request: ModelRequest, index: int, answer: Answer, steps: list[tuple]) -> ModelResponse:
+async def _answer_one(request: ModelRequest, index: int, answer: Answer, steps: list[RawStep]) -> ModelResponse:
     attempts = await answer(request, index)
-    steps.extend((index, *attempt) for attempt in attempts)
-    return attempts[-1][2]
+    steps.extend(RawStep(index, *attempt) for attempt in attempts)
+    return attempts[-1].response
 
 
-async def _answer_many(requests: list[ModelRequest], answer: Answer, steps: list[tuple]) -> list[ModelResponse]:
+async def _answer_many(requests: list[ModelRequest], answer: Answer, steps: list[RawStep]) -> list[ModelResponse]:
     first = len(steps)
     # asyncio's own task group: the requests of one `yield [...]` go out together, and a
     # record pays for plain tasks, not for anyio's cancel scope and event per task (measured:
@@ -135,8 +155,8 @@ async def _answer_many(requests: list[ModelRequest], answer: Answer, steps: list
         tasks = [tg.create_task(answer(request, first + i)) for i, request in enumerate(requests)]
     answers = [task.result() for task in tasks]
     for i, attempts in enumerate(answers):
-        steps.extend((first + i, *attempt) for attempt in attempts)
-    return [attempts[-1][2] for attempts in answers]
+        steps.extend(RawStep(first + i, *attempt) for attempt in attempts)
+    return [attempts[-1].response for attempts in answers]
 
 
 def step_fields(index: int, request: ModelRequest, params: dict[str, Any], response: ModelResponse,
