@@ -57,12 +57,6 @@ class KShotState(_Model):
     used: dict[str, Any] | None
 
 
-class GitInfo(_Model):
-    commit: str | None
-    dirty: bool | None
-    note: str | None = None
-
-
 class Usage(_Model):
     requests: int = 0
     failed: int = 0
@@ -89,7 +83,7 @@ class Manifest(_Model):
     pipeline_source_sha256: str | None
     pipeline_sources: dict[str, str] = Field(default_factory=dict)
     shaping_version: str
-    git: GitInfo
+    git: GitState
     file_deps: dict[str, FileState]
     model_deps: dict[str, ModelState]
     kshot: dict[str, KShotState] = Field(default_factory=dict)
@@ -211,6 +205,3 @@ def read_manifest(path: Path) -> Manifest:
     except ValidationError as exc:
         raise ValueError(describe_validation_error(exc, path.name)) from None
 
-
-def git_info(state: GitState) -> GitInfo:
-    return GitInfo(commit=state.commit, dirty=state.dirty, note=state.note)

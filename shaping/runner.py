@@ -27,7 +27,7 @@ from shaping.errors import DependencyError, PipelineError, RunFailedError, Shapi
 from shaping.gitinfo import git_state
 from shaping.lock import RunLock
 from shaping.manifest import (
-    Counts, FileState, KShotState, Manifest, Usage, file_state, git_info, model_state, source_hashes,
+    Counts, FileState, KShotState, Manifest, Usage, file_state, model_state, source_hashes,
 )
 from shaping.output import AtomicWriter, OutputPaths, output_paths
 from shaping.pipeline import Pipeline
@@ -199,7 +199,7 @@ def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, sta
                 pipeline_source_sha256=combined,
                 pipeline_sources=sources,
                 shaping_version=__version__,
-                git=git_info(git),
+                git=git,
                 file_deps=files,
                 model_deps=models,
                 kshot={attr: KShotState(file=b.relpath, config=b.config_name, count=b.count,
