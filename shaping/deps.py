@@ -6,6 +6,12 @@ from pathlib import Path
 from typing import Any
 
 
+def conversation(examples: list[dict[str, str]], prompt: str, system: str | None) -> list[dict[str, str]]:
+    """`[system] + example turns + the user prompt`, ready for `model_request`."""
+    head = [{"role": "system", "content": system}] if system else []
+    return head + examples + [{"role": "user", "content": prompt}]
+
+
 class Dependency:
     """What a Pipeline declares as a class attribute; it knows its attribute's name, and on an
     instance gives what a task works with (`bind`)."""
@@ -170,8 +176,7 @@ class BoundKShot(BoundFile):
 
     def conversation(self, prompt: str, system: str | None = None) -> list[dict[str, str]]:
         """`[system] + examples + the user prompt`, ready for `model_request`."""
-        head = [{"role": "system", "content": system}] if system else []
-        return head + self.messages() + [{"role": "user", "content": prompt}]
+        return conversation(self.messages(), prompt, system)
 
     @property
     def info(self) -> dict[str, Any] | None:
@@ -213,5 +218,5 @@ class BoundFeedback:
         return turns
 
     def conversation(self, prompt: str, system: str | None = None, k: int | None = None) -> list[dict[str, str]]:
-        head = [{"role": "system", "content": system}] if system else []
-        return head + self.messages(prompt, k) + [{"role": "user", "content": prompt}]
+        """`[system] + the most similar earlier examples + the user prompt`."""
+        return conversation(self.messages(prompt, k), prompt, system)
