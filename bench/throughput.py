@@ -1,4 +1,4 @@
-"""Throughput and memory of the dispatcher, side by side with a raw aiohttp loop, in one run.
+"""Throughput and memory of the dispatcher, side by side with raw client loops, in one run.
 
     python bench/throughput.py                 # N = 2,000 and 20,000; writes bench/RESULTS.md
     python bench/throughput.py --sizes 2000 --repeat 1   # a quicker look
@@ -11,11 +11,12 @@ A loopback OpenAI-compatible server (tests/servers) answers every request after 
 own process; each contender runs in a fresh process of its own, so CPU time and peak RSS are
 its alone. Contenders:
 
-  raw          a plain aiohttp loop, a semaphore of 256
-  one-step     an isf pipeline, one `yield` per record, openai provider, max_concurrency 256
-  three-step   two sequential yields and a `yield [a, b]`: 4 requests per record
-  three+ann    the same with annotated output and the request cache on
-  memory       100,000 records, one step, on the mock provider (no latency): peak RSS
+  raw-aiohttp    a plain aiohttp loop, a semaphore of 256: the baseline of the "× raw" column
+  raw-pyreqwest  the same loop on pyreqwest, the client the HTTP providers use
+  one-step       an isf pipeline, one `yield` per record, openai provider, max_concurrency 256
+  three-step     two sequential yields and a `yield [a, b]`: 4 requests per record
+  three+ann      the same with annotated output and the request cache on
+  memory         100,000 records, one step, on the mock provider (no latency): peak RSS
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def usage() -> tuple[float, float]:
 
 # -- contenders, each run in its own process ----------------------------------------------------
 
-async def raw(url: str, n: int) -> None:
+async def raw_aiohttp(url: str, n: int) -> None:
     import aiohttp
 
     semaphore = asyncio.Semaphore(CONCURRENCY)
@@ -63,6 +64,24 @@ async def raw(url: str, n: int) -> None:
                     assert data["choices"][0]["message"]["content"]
 
         await asyncio.gather(*(one(i) for i in range(n)))
+
+
+async def raw_pyreqwest(url: str, n: int) -> None:
+    from pyreqwest.client import ClientBuilder
+
+    semaphore = asyncio.Semaphore(CONCURRENCY)
+    async with ClientBuilder().build() as client:
+        async def one(i: int) -> None:
+            body = {"model": "bench", "messages": [{"role": "user", "content": f"record {i}"}]}
+            async with semaphore:
+                response = await client.post(f"{url}/chat/completions").body_json(body).build().send()
+                data = await response.json()
+                assert data["choices"][0]["message"]["content"]
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+
+
+RAW = {"raw-aiohttp": raw_aiohttp, "raw-pyreqwest": raw_pyreqwest}
 
 
 def pipelines():
@@ -119,6 +138,7 @@ def isf(kind: str, url: str, n: int, folder: Path) -> dict:
 def contender(kind: str, url: str, n: int) -> None:
     """Entry point of a contender's process: prints one JSON line of figures."""
     import aiohttp  # noqa: F401 - imports are not what is measured
+    import pyreqwest.client  # noqa: F401
     import git  # noqa: F401 - gitpython, imported on first use by the runner
     import shaping.providers.openai  # noqa: F401
     import shaping.runner  # noqa: F401
@@ -126,8 +146,8 @@ def contender(kind: str, url: str, n: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cpu0, _ = usage()
         started = time.perf_counter()
-        if kind == "raw":
-            asyncio.run(raw(url, n))
+        if kind in RAW:
+            asyncio.run(RAW[kind](url, n))
             extra = {"requests": n}
         else:
             extra = isf(kind, url, n, Path(tmp))
@@ -197,7 +217,7 @@ def main() -> None:
         write_results(rows)
 
 
-CONTENDERS = ("raw", "one-step", "three-step", "three+ann")
+CONTENDERS = ("raw-aiohttp", "raw-pyreqwest", "one-step", "three-step", "three+ann")
 
 
 def median_of(runs: list[dict]) -> dict:
@@ -212,7 +232,7 @@ def median_of(runs: list[dict]) -> dict:
     }
 
 
-HEADER = ("| contender | records | records/s | requests/s | × raw | CPU µs/request | peak RSS MB | server CPU s |\n"
+HEADER = ("| contender | records | records/s | requests/s | × raw aiohttp | CPU µs/request | peak RSS MB | server CPU s |\n"
           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 
 

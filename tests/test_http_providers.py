@@ -1,6 +1,14 @@
-"""The openai and anthropic providers against real HTTP servers on 127.0.0.1."""
+"""The openai and anthropic providers against real HTTP servers on 127.0.0.1, and their HTTP
+client (pyreqwest, configured in shaping.providers.http) against raw sockets: body framings and
+encodings, keep-alive, timeouts, cancellation, malformed answers, size limits, TLS, HTTP/2,
+proxies."""
 
+import asyncio
+import gzip
+import re
+import socket
 import time
+import zlib
 
 import anyio
 import pytest
@@ -10,6 +18,7 @@ from shaping.config import Project
 from shaping.dispatch import Dispatcher
 from shaping.errors import ConfigError
 from shaping.pipeline import Pipeline, TrainingSample, model_request
+from shaping.providers.http import Client, ResponseTooLarge, TransportError
 from tests.conftest import write_project
 from tests.servers import Fault, LoopbackServer
 
@@ -270,17 +279,24 @@ def test_an_endpoint_that_keeps_failing_is_drained(tmp_path, monkeypatch):
 # -- TLS, proxies, redirects: what the client does on the way to a real API ---------------------
 
 @pytest.fixture
-def tls(tmp_path):
+def ca(tmp_path):
+    """(a CA made for the test, the path of a bundle that holds it)"""
+    import trustme
+
+    authority = trustme.CA()
+    bundle = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(bundle))
+    return authority, bundle
+
+
+@pytest.fixture
+def tls(ca):
     """(server context, CA bundle path): a certificate for 127.0.0.1 from a CA made for the test."""
     import ssl
 
-    import trustme
-
-    ca = trustme.CA()
+    authority, bundle = ca
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    bundle = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(bundle))
+    authority.issue_cert("127.0.0.1").configure_cert(context)
     return context, bundle
 
 
@@ -348,3 +364,323 @@ def test_a_key_pasted_with_its_newline_still_works(tmp_path, openai_server, monk
     monkeypatch.setenv("SHAPING_TEST_KEY", KEY + "\n")
     (response,) = send(project_for(tmp_path, openai_server), model_request("hi", model="m"))
     assert response.is_success
+
+
+def test_https_proxy_tls_to_the_proxy_then_a_connect_tunnel(tmp_path, tls, monkeypatch, no_proxy_settings):
+    from tests.servers.proxy import ForwardProxy
+
+    context, bundle = tls
+    monkeypatch.setenv("SHAPING_TEST_KEY", KEY)
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))  # the proxy's certificate, and the server's
+    with LoopbackServer("openai", api_key=KEY, tls=context) as server, ForwardProxy(tls=context) as proxy:
+        assert proxy.url.startswith("https://")
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        (response,) = send(project_for(tmp_path, server), model_request("via https", model="m"))
+    assert response.get_text() == "echo: via https"
+    assert proxy.request_lines == [f"CONNECT 127.0.0.1:{server.port} HTTP/1.1"]
+
+
+def test_a_socks5_proxy_named_by_http_proxy(tmp_path, openai_server, monkeypatch, no_proxy_settings):
+    from tests.servers.proxy import Socks5Proxy
+
+    with Socks5Proxy() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        (response,) = send(project_for(tmp_path, openai_server), model_request("socks", model="m"))
+    assert response.get_text() == "echo: socks"
+    assert proxy.request_lines == [f"127.0.0.1:{openai_server.port}"]
+
+
+@pytest.mark.parametrize("http2", [True, False])
+def test_http2_where_the_server_offers_it(tmp_path, ca, monkeypatch, no_proxy_settings, http2):
+    from tests.servers.h2 import H2Server
+
+    authority, bundle = ca
+    pem = tmp_path / "server.pem"
+    authority.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    monkeypatch.setenv("SHAPING_TEST_KEY", KEY)
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    with H2Server(str(pem), str(pem)) as server:  # ALPN offers h2, then http/1.1
+        project = write_project(tmp_path, model_toml("m", server) + f"[models.m.options]\nhttp2 = {str(http2).lower()}\n")
+        responses = send(project, *[model_request(f"q{i}", model="m") for i in range(4)])
+    assert [r.get_text() for r in responses] == [f"echo: q{i}" for i in range(4)]
+    assert server.versions == ["2" if http2 else "1.1"] * 4
+
+
+def test_a_response_over_max_response_bytes_is_not_retried_and_says_how_to_raise_it(tmp_path, openai_server):
+    openai_server.reply = lambda received: "x" * 5000
+    project = write_project(tmp_path, model_toml("m", openai_server) + "[models.m.options]\nmax_response_bytes = 4000\n")
+    (response,) = send(project, model_request("hi", model="m"))
+    assert response.error.type == "bad_response" and not response.error.retryable and response.attempts == 1
+    assert "larger than max_response_bytes=4,000 bytes" in response.error.message
+    assert "[models.m.options] max_response_bytes can raise the limit" in response.error.message
+    openai_server.reply = lambda received: "x" * 3000
+    (fits,) = send(project, model_request("hi", model="m"))
+    assert fits.is_success
+
+
+# -- the client against raw sockets -------------------------------------------------------------
+
+OK = b'{"ok": true}'
+
+
+def response(body: bytes = OK, *headers: str) -> bytes:
+    lines = "".join(f"{h}\r\n" for h in headers)
+    return b"HTTP/1.1 200 OK\r\n" + lines.encode() + b"content-length: %d\r\n\r\n%s" % (len(body), body)
+
+
+class Canned:
+    """A server that answers each request on a connection with `reply(n)` (n counts requests
+    over all connections): bytes to send, or a coroutine function given the writer."""
+
+    def __init__(self, reply) -> None:
+        self.reply = reply
+        self.connections = 0
+        self.heads: list[bytes] = []
+        self.bodies: list[bytes] = []
+        self.url = ""
+
+    async def __aenter__(self) -> "Canned":
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1/chat"
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.server.close()
+
+    async def handle(self, reader, writer) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))
+                self.heads.append(head)
+                self.bodies.append(await reader.readexactly(length))
+                out = self.reply(len(self.heads))
+                if callable(out):
+                    if await out(writer) == "close":
+                        return
+                else:
+                    writer.write(out)
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_a_kept_alive_connection_serves_every_request_in_turn():
+    async def main():
+        async with Canned(lambda n: response(b'{"n": %d}' % n)) as server:
+            client = Client(server.url, {"authorization": "Bearer k"}, timeout_s=5)
+            bodies = [(await client.post(b'{"q": %d}' % i)).body for i in range(3)]
+            await client.aclose()
+            return server, bodies
+
+    server, bodies = run(main())
+    assert bodies == [b'{"n": 1}', b'{"n": 2}', b'{"n": 3}']
+    assert server.connections == 1 and server.bodies == [b'{"q": 0}', b'{"q": 1}', b'{"q": 2}']
+    head = server.heads[0].decode()
+    assert head.startswith("POST /v1/chat HTTP/1.1\r\n")
+    port = server.url.split(":")[2].split("/")[0]
+    for line in (f"host: 127.0.0.1:{port}", "authorization: Bearer k", "content-type: application/json",
+                 "content-length: 8", "user-agent: shaping/"):
+        assert f"\r\n{line}" in head
+
+
+def test_chunked_compressed_and_read_until_close_bodies():
+    import brotli
+    import zstandard
+
+    text = b'{"choices": "' + b"x" * 5000 + b'"}'
+    replies = {
+        1: b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        2: response(gzip.compress(text), "content-encoding: gzip"),
+        3: response(zlib.compress(text), "content-encoding: deflate"),
+        4: response(brotli.compress(text), "content-encoding: br"),
+        5: response(zstandard.ZstdCompressor().compress(text), "content-encoding: zstd"),
+    }
+
+    async def until_close(writer):
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n" + OK)
+        await writer.drain()
+        return "close"
+
+    async def main():
+        async with Canned(lambda n: replies.get(n, until_close)) as server:
+            client = Client(server.url, {}, timeout_s=5)
+            bodies = [(await client.post(b"{}")).body for _ in range(7)]
+            await client.aclose()
+            return server, bodies
+
+    server, bodies = run(main())
+    assert bodies == [b"hello world", text, text, text, text, OK, OK]
+    accepted = re.search(rb"accept-encoding: ([^\r]*)", server.heads[0]).group(1).decode()
+    assert {e.strip() for e in accepted.split(",")} >= {"gzip", "deflate", "br", "zstd"}
+    assert server.connections == 2  # the body that ended with its connection took it along
+
+
+def test_max_response_bytes_holds_for_sized_chunked_and_compressed_bodies():
+    big = b'{"x": "' + b"x" * 5000 + b'"}'
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(big[i:i + 1000]), big[i:i + 1000]) for i in range(0, len(big), 1000))
+    replies = {
+        1: response(big),
+        2: b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + chunked + b"0\r\n\r\n",
+        3: response(gzip.compress(b'{"x": "' + b"x" * 10_000_000 + b'"}'), "content-encoding: gzip"),  # 10 kB -> 10 MB
+        4: response(b'{"x": "' + b"x" * 3900 + b'"}'),
+    }
+
+    async def main():
+        async with Canned(lambda n: replies[n]) as server:
+            client = Client(server.url, {}, timeout_s=5, max_response_bytes=4000)
+            errors = []
+            for _ in range(3):
+                with pytest.raises(ResponseTooLarge) as error:
+                    await client.post(b"{}")
+                errors.append(error.value)
+            fits = await client.post(b"{}")
+            await client.aclose()
+            return errors, fits
+
+    errors, fits = run(main())
+    assert all(e.kind == "bad_response" and not e.retryable and "max_response_bytes=4,000" in e.message
+               for e in errors)
+    assert len(fits.body) == 3909
+
+
+def test_connection_close_and_a_socket_the_server_closed_are_not_reused():
+    async def close_after(writer):
+        writer.write(response())  # says nothing of closing, then closes (an idle timeout)
+        await writer.drain()
+        return "close"
+
+    async def main():
+        async with Canned(lambda n: response(OK, "connection: close") if n <= 2 else close_after) as server:
+            client = Client(server.url, {}, timeout_s=5)
+            for _ in range(4):
+                assert (await client.post(b"{}")).body == OK
+                await asyncio.sleep(0.05)
+            await client.aclose()
+            return server
+
+    assert run(main()).connections == 4
+
+
+def test_silence_times_out_but_a_slow_trickle_does_not():
+    async def trickle(writer):
+        body = b'{"slow": "' + b"." * 8 + b'"}'
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body))
+        for byte in body:  # 20 bytes, 0.05 s apart: 1 s in all, never 0.5 s of silence
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.05)
+
+    async def silence(writer):
+        await asyncio.sleep(30)
+
+    async def main():
+        async with Canned(lambda n: trickle if n == 1 else silence) as server:
+            client = Client(server.url, {}, timeout_s=0.5)
+            started = time.monotonic()
+            assert (await client.post(b"{}")).body.startswith(b'{"slow"')
+            assert time.monotonic() - started > 0.9
+            started = time.monotonic()
+            with pytest.raises(TransportError) as error:
+                await client.post(b"{}")
+            waited = time.monotonic() - started
+            await client.aclose()
+            return error.value, waited
+
+    error, waited = run(main())
+    assert error.kind == "timeout" and error.retryable and "timeout_s=0.5" in error.message
+    assert isinstance(error.__cause__, TimeoutError)  # converted at the boundary, the cause kept
+    assert 0.45 < waited < 5
+
+
+def test_a_cancelled_request_leaves_no_half_read_connection_behind():
+    async def main():
+        async with Canned(lambda n: (lambda w: asyncio.sleep(30)) if n == 1 else response()) as server:
+            client = Client(server.url, {}, timeout_s=5)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(client.post(b"{}"), 0.2)
+            assert (await client.post(b"{}")).body == OK
+            await client.aclose()
+            return server
+
+    assert run(main()).connections == 2
+
+
+def test_malformed_http_a_dropped_answer_and_a_refused_connection_are_connection_errors():
+    async def drop(writer):
+        return "close"
+
+    async def main():
+        errors = []
+        async with Canned(lambda n: b"NOT HTTP AT ALL\r\n\r\n" if n == 1 else drop) as server:
+            client = Client(server.url, {}, timeout_s=5)
+            for _ in range(2):
+                with pytest.raises(TransportError) as error:
+                    await client.post(b"{}")
+                errors.append(error.value)
+            await client.aclose()
+        with socket.socket() as s:  # a port nobody listens on
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        client = Client(f"http://127.0.0.1:{port}/v1", {}, timeout_s=5)
+        with pytest.raises(TransportError) as error:
+            await client.post(b"{}")
+        await client.aclose()
+        return [*errors, error.value]
+
+    malformed, dropped, refused = run(main())
+    assert all(e.kind == "connection_error" and e.retryable for e in (malformed, dropped, refused))
+    assert "malformed HTTP response" in malformed.message
+    assert "closed before message completed" in dropped.message
+    assert "could not connect to http://127.0.0.1:" in refused.message and "refused" in refused.message
+
+
+def test_the_client_runs_on_uvloop():
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main():
+        async with Canned(lambda n: response()) as server:
+            client = Client(server.url, {}, timeout_s=5)
+            bodies = await asyncio.gather(*(client.post(b"{}") for _ in range(20)))
+            await client.aclose()
+            return [b.body for b in bodies], type(asyncio.get_running_loop()).__module__
+
+    bodies, loop_module = uvloop.run(main())
+    assert bodies == [OK] * 20 and loop_module.startswith("uvloop")
+
+
+def test_a_header_value_with_a_line_break_is_refused_without_showing_it():
+    with pytest.raises(ValueError) as error:
+        Client("http://127.0.0.1:9/v1", {"authorization": "Bearer sk-secret\n"}, timeout_s=5)
+    assert "authorization" in str(error.value) and "sk-secret" not in str(error.value)
+    with pytest.raises(ValueError, match="only http, https, socks5, socks5h proxies"):
+        Client("https://example.invalid/v1", {}, timeout_s=5, proxy="ftp://127.0.0.1:21")
+
+
+def test_a_proxy_asking_for_credentials_is_not_retried():
+    async def main():
+        async def refuse(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\ncontent-length: 0\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+        proxy = await asyncio.start_server(refuse, "127.0.0.1", 0)
+        client = Client("https://127.0.0.1:9/v1", {}, timeout_s=5,
+                        proxy=f"http://127.0.0.1:{proxy.sockets[0].getsockname()[1]}")
+        with pytest.raises(TransportError) as error:
+            await client.post(b"{}")
+        await client.aclose()
+        proxy.close()
+        return error.value
+
+    error = run(main())
+    assert error.kind == "connection_error" and not error.retryable
+    assert "proxy authorization required" in error.message and "user:password@host" in error.message

@@ -1,32 +1,190 @@
-"""What the HTTP providers share: a fast client, and turning HTTP outcomes into responses.
+"""What the HTTP providers share: the HTTP client, and turning HTTP outcomes into responses.
 
-The client is `shaping.providers.wire` (kept-alive HTTP/1.1 over asyncio, parsed by httptools):
-a provider POSTs one JSON body to one URL, and that client does so for a quarter of the CPU
-aiohttp's ClientSession needs and a small fraction of httpx's (measured in bench/NOTES.md).
+The client is pyreqwest: Python bindings to Rust's reqwest (hyper for HTTP/1.1 and HTTP/2,
+rustls for TLS), a stack that thousands of projects exercise. Nothing of HTTP or TLS is written
+here; this module only configures the client and maps its outcomes:
 
-`timeout_s` bounds connecting and each wait for data. Every failure becomes a `ModelResponse`
-whose error says whether a retry may help; the API key is scrubbed from every message.
+- https against the system's CA store, or the bundle `SSL_CERT_FILE` names (read when the
+  provider opens); HTTP/2 where the server offers it through ALPN (`options.http2 = false` keeps
+  HTTP/1.1), HTTP/1.1 otherwise;
+- proxies from HTTP(S)_PROXY / NO_PROXY (looked up once per endpoint, as curl and httpx would):
+  http:// or https:// proxies (CONNECT tunnels for https), socks5://, credentials in the URL;
+- gzip, deflate, brotli and zstd bodies; at most `options.max_response_bytes` of body, counted
+  after decompression;
+- `timeout_s` bounds connecting and every wait for data (a slow but steady answer is not cut);
+- redirects are not followed (the key would go to another host): a 3xx is an error naming it.
+
+The async client runs its requests on a Tokio runtime of its own (a thread) and hands results to
+the running asyncio loop (uvloop or not); it does not work under trio. Every failure becomes a
+`ModelResponse` whose error says whether a retry may help; the API key is scrubbed from every
+message, and no message is built from a header value.
 """
 
 from __future__ import annotations
 
 import email.utils
+import http
 import time
 import urllib.request
 from abc import abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
+from pyreqwest import exceptions as rq
+from pyreqwest.client import Client as _RqClient, ClientBuilder
+from pyreqwest.http import Url
+from pyreqwest.proxy import ProxyBuilder
 
+from shaping import __version__
 from shaping.errors import ConfigError
 from shaping.providers.base import Provider, UnsupportedRequest
 from shaping.providers.endpoints import Endpoints
-from shaping.providers.wire import Pool, TransportError
 from shaping.requests import LLMRequest, ModelResponse, ResponseError
+
+USER_AGENT = f"shaping/{__version__}"
+KEEPALIVE_S = 15.0  # an idle connection older than this is closed rather than reused
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 2**20
+PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+
+
+class TransportError(Exception):
+    """No usable HTTP answer: `kind` is timeout, connection_error, tls_error or bad_response."""
+
+    def __init__(self, kind: str, message: str, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.retryable = retryable
+
+
+class ResponseTooLarge(TransportError):
+    """The body was longer than `max_response_bytes`: not retried (it would be again)."""
+
+    def __init__(self, where: str, limit: int) -> None:
+        super().__init__("bad_response", f"the response from {where} is larger than max_response_bytes="
+                                         f"{limit:,} bytes", retryable=False)
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    headers: Mapping[str, str]  # case-insensitive
+    body: bytes
+
+    @property
+    def reason(self) -> str:
+        try:
+            return http.HTTPStatus(self.status).phrase
+        except ValueError:
+            return ""
+
+
+def _check_header(name: str, value: str) -> None:
+    # the client would refuse it too, printing the value: here only the name is shown
+    if any(c in value or c in name for c in "\r\n\0"):
+        raise ValueError(f"header {name}: the value has a line break or a NUL (an API key variable ending in "
+                         f"a newline?)")
+
+
+class Client:
+    """POSTs of JSON bodies to one URL, over kept-alive connections, directly or through a proxy.
+
+    `headers` go on every request; a value with a line break is refused, naming the header
+    only. The number of connections follows the requests in flight, which the caller bounds.
+    """
+
+    def __init__(self, url: str, headers: Mapping[str, str], timeout_s: float, proxy: str | None = None,
+                 max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES, http2: bool = True) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        self.url = Url(url)  # parsed once
+        self.where = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+        self.timeout_s = timeout_s
+        self.max_response_bytes = max_response_bytes
+        sent = {"accept": "application/json", "content-type": "application/json",
+                **{k.lower(): v for k, v in headers.items()}}
+        for name, value in sent.items():
+            _check_header(name, value)
+        timeout = timedelta(seconds=timeout_s)
+        builder = (ClientBuilder().user_agent(USER_AGENT).default_headers(sent)
+                   .follow_redirects(False).referer(False).http1_lower_case_headers()
+                   .connect_timeout(timeout).read_timeout(timeout)
+                   .pool_idle_timeout(timedelta(seconds=KEEPALIVE_S)).http2(http2))
+        builder = builder.proxy(self._proxy(proxy)) if proxy else builder.no_proxy()
+        self._client: _RqClient = builder.build()
+
+    @staticmethod
+    def _proxy(proxy: str) -> ProxyBuilder:
+        parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if parts.scheme not in PROXY_SCHEMES or not parts.hostname:
+            raise ValueError(f"proxy {parts.scheme}://{parts.hostname}: only {', '.join(PROXY_SCHEMES)} "
+                             f"proxies are supported")
+        netloc = parts.netloc.rpartition("@")[2]
+        builder = ProxyBuilder.all(parts._replace(netloc=netloc).geturl())
+        if parts.username:  # percent-decoded here, so that "user%40corp" logs in as user@corp
+            builder = builder.basic_auth(unquote(parts.username), unquote(parts.password or ""))
+        return builder
+
+    async def post(self, body: bytes) -> Response:
+        """POST `body`; raises TransportError when no complete answer came."""
+        request = self._client.post(self.url).body_bytes(body).build_streamed()
+        try:
+            async with request as response:
+                reader = response.body_reader
+                chunk = await reader.read_chunk()  # the client has read ahead: most answers are one chunk
+                data = b"" if chunk is None else chunk.to_bytes()
+                if chunk is not None and (chunk := await reader.read_chunk()) is not None:
+                    data = await self._read_on(reader, bytearray(data), chunk)
+                if len(data) > self.max_response_bytes:
+                    raise ResponseTooLarge(self.where, self.max_response_bytes)
+                return Response(response.status, response.headers, data)
+        except rq.PyreqwestError as exc:
+            raise self._error(exc) from exc
+
+    async def _read_on(self, reader: Any, data: bytearray, chunk: Any) -> bytes:
+        """The rest of a body that came in more than one chunk, up to `max_response_bytes`."""
+        while chunk is not None:
+            data += chunk
+            if len(data) > self.max_response_bytes:
+                raise ResponseTooLarge(self.where, self.max_response_bytes)
+            chunk = await reader.read_chunk()
+        return bytes(data)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    def _error(self, exc: rq.PyreqwestError) -> TransportError:
+        """The client's error as a TransportError: what happened, never a header value."""
+        causes = [c["message"] for c in (getattr(exc, "details", None) or {}).get("causes") or []]
+        detail = causes[-1] if causes else exc.message
+        connecting = any(c.startswith("client error (Connect)") for c in causes)
+        where = self.where
+        if isinstance(exc, rq.RequestTimeoutError):
+            what = "could not connect to" if connecting else "no answer from"
+            return TransportError("timeout", f"{what} {where} within timeout_s={self.timeout_s:g}")
+        if any("certificate" in c for c in causes):
+            return TransportError("tls_error", f"{where}: certificate not trusted ({detail}); SSL_CERT_FILE can "
+                                               "name a CA bundle that holds it", retryable=False)
+        if isinstance(exc, rq.BodyDecodeError):
+            return TransportError("connection_error", f"{where}: undecodable response body ({detail})")
+        if isinstance(exc, rq.DecodeError):
+            return TransportError("connection_error", f"malformed HTTP response from {where} ({detail})")
+        if any("proxy authorization required" in c for c in causes):  # 407 to CONNECT: retries cannot help
+            return TransportError("connection_error", f"could not connect to {where}: {detail} (the proxy URL "
+                                                      "holds the credentials: user:password@host)", retryable=False)
+        if connecting:
+            return TransportError("connection_error", f"could not connect to {where}: {detail}")
+        if isinstance(exc, rq.TransportError):  # reset, closed before or during the answer
+            return TransportError("connection_error", f"{where}: {detail}")
+        return TransportError("connection_error", f"{where}: {type(exc).__name__}: {detail}", retryable=False)
+
 
 #: HTTP status -> (error type, retryable)
 STATUS_ERRORS: dict[int, tuple[str, bool]] = {
@@ -77,6 +235,10 @@ def server_message(body: bytes, reason: str | None) -> str:
     return text[:300] if text else (reason or "no body")
 
 
+def _snippet(body: bytes) -> str:
+    return body[:120].decode(errors="replace").replace("\n", " ")
+
+
 def proxy_for(url: str) -> str | None:
     """The proxy HTTP(S)_PROXY / NO_PROXY name for `url`, as curl and httpx would use."""
     parts = urlsplit(url)
@@ -90,6 +252,9 @@ class HTTPOptions(BaseModel):
 
     eject_after: int = Field(default=3, ge=1, description="with base_urls: consecutive failures before an endpoint is left out")
     eject_s: float = Field(default=30.0, gt=0, description="how long it is left out (doubling while it keeps failing)")
+    max_response_bytes: int = Field(default=DEFAULT_MAX_RESPONSE_BYTES, gt=0,
+                                    description="the longest response body accepted (after decompression)")
+    http2: bool = Field(default=True, description="HTTP/2 where the server offers it (false: HTTP/1.1 only)")
 
 
 class HTTPProvider(Provider):
@@ -101,7 +266,7 @@ class HTTPProvider(Provider):
     default_base_url: ClassVar[str]
     path: ClassVar[str]
     Options = HTTPOptions
-    operational_options = frozenset({"eject_after", "eject_s"})
+    operational_options = frozenset({"eject_after", "eject_s", "max_response_bytes", "http2"})
 
     def __init__(self, name, config, api_key=None) -> None:
         super().__init__(name, config, api_key)
@@ -109,7 +274,7 @@ class HTTPProvider(Provider):
         self.base_urls = [b.rstrip("/") for b in bases]
         self.base_url = self.base_urls[0]
         self.endpoints = Endpoints(self.base_urls, self.path, self.options.eject_after, self.options.eject_s)
-        self._pools: dict[str, Pool] = {}
+        self._clients: dict[str, Client] = {}
 
     # -- what a concrete API defines ----------------------------------------------------------
 
@@ -129,16 +294,19 @@ class HTTPProvider(Provider):
 
     async def open(self) -> None:
         headers = self.headers()
+        options = self.options
         try:  # proxies looked up once per endpoint, not per request
-            self._pools = {e.url: Pool(e.url, headers, self.config.timeout_s, proxy_for(e.url))
-                           for e in self.endpoints.all}
-        except ValueError as exc:
+            for e in self.endpoints.all:
+                self._clients[e.url] = Client(e.url, headers, self.config.timeout_s, proxy_for(e.url),
+                                              options.max_response_bytes, options.http2)
+        except ValueError as exc:  # the message names a header or a URL, never a header's value
+            await self.aclose()
             raise ConfigError(f"model '{self.name}': {self.scrub(str(exc))}") from None
 
     async def aclose(self) -> None:
-        for pool in self._pools.values():
-            pool.close()
-        self._pools = {}
+        clients, self._clients = self._clients, {}
+        for client in clients.values():
+            await client.aclose()
 
     async def generate_batch(self, requests: list[LLMRequest]) -> list[ModelResponse]:
         if len(requests) == 1:
@@ -166,26 +334,29 @@ class HTTPProvider(Provider):
         except UnsupportedRequest as exc:  # nothing sent: the same request would fail every time
             return self.failure("unsupported_request", f"model '{self.name}': {exc}")
         try:
-            response = await self._pools[url].post(payload)
+            response = await self._clients[url].post(payload)
+        except ResponseTooLarge as exc:
+            return self.failure(exc.kind, f"{exc.message}; [models.{self.name}.options] max_response_bytes "
+                                          "can raise the limit", retryable=False)
         except TransportError as exc:  # refused, reset, dropped mid-response, timed out, TLS
             return self.failure(exc.kind, exc.message, retryable=exc.retryable)
         status, body = response.status, response.body
         if status >= 300:
             return self.http_failure(status, body, response.headers, response.reason, base_url)
-        snippet = body[:120].decode(errors="replace").replace("\n", " ")
-        if body.lstrip().startswith((b"data:", b"event:")):  # the server streamed anyway: it would again
-            return self.failure("bad_response", f"the server answered with a stream (server-sent events), "
-                                f"not one JSON body: {snippet!r}")
         try:
             data = orjson.loads(body)
-        except ValueError:  # cut short or garbled on the way: another try may get it whole
-            return self.failure("bad_response", f"response body is not JSON: {snippet!r}", retryable=True)
+        except ValueError:
+            if body.lstrip().startswith((b"data:", b"event:")):  # the server streamed anyway: it would again
+                return self.failure("bad_response", f"the server answered with a stream (server-sent events), "
+                                    f"not one JSON body: {_snippet(body)!r}")
+            # cut short or garbled on the way: another try may get it whole
+            return self.failure("bad_response", f"response body is not JSON: {_snippet(body)!r}", retryable=True)
         try:
             result = self.parse(data)
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             # JSON of a shape we do not read: the same body would come back every time
             return self.failure("bad_response", f"unexpected response shape ({type(exc).__name__}: "
-                                f"{str(exc)[:80]}): {snippet!r}")
+                                f"{str(exc)[:80]}): {_snippet(body)!r}")
         result.model = result.model or self.config.model
         return result
 
