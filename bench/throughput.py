@@ -248,7 +248,8 @@ def write_results(rows: list[dict]) -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} CPU(s), Python {platform.python_version()}"
     text = (f"# Benchmark results\n\n{date.today().isoformat()} on {machine}.\n"
             f"Server: loopback OpenAI-compatible (tests/servers), {LATENCY_S * 1000:.0f} ms per request, own process.\n"
-            f"Each figure is the median of {rows[0]['runs']} runs (the highest, for peak RSS).\n"
+            f"Each figure is the median of {rows[0]['runs']} interleaved runs (the highest, for peak RSS); the "
+            f"server shares the machine's {os.cpu_count()} CPU(s) with the contender.\n"
             f"Produced by `make bench` (bench/throughput.py).\n\n{HEADER}\n"
             + "\n".join(row_text(r) for r in rows) + "\n")
     (REPO / "bench" / "RESULTS.md").write_text(text)
