@@ -91,7 +91,8 @@ def summary(result, console: Console) -> None:
         paths.add_row(Text("  failure", style="dim"), str(result.paths.failed))
     else:
         paths.add_row(Text("  samples", style="dim"), str(result.paths.samples))
-        paths.add_row(Text("  errors", style="dim"), str(result.paths.errors))
+        paths.add_row(Text("  errors", style="dim"),
+                      str(result.paths.errors) if result.paths.errors.exists() else "none (no record failed)")
         paths.add_row(Text("  manifest", style="dim"), str(result.paths.manifest))
     lines.append(paths)
     console.print(Group(*lines))
