@@ -40,7 +40,22 @@ chromium:
 	   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "chromium could not be installed: the browser test will be skipped"
 
-bench: install-dev
+# peers measured beside the pipeline, each in a venv of its own (only `make bench` installs them;
+# distilabel 1.5.3 imports requests without declaring it)
+BENCH_CURATOR    := bench/.venv-curator
+BENCH_DISTILABEL := bench/.venv-distilabel
+
+$(BENCH_CURATOR)/.installed:
+	$(PYTHON) -m venv $(BENCH_CURATOR)
+	$(BENCH_CURATOR)/bin/pip install --quiet bespokelabs-curator==0.1.31
+	touch $@
+
+$(BENCH_DISTILABEL)/.installed:
+	$(PYTHON) -m venv $(BENCH_DISTILABEL)
+	$(BENCH_DISTILABEL)/bin/pip install --quiet 'distilabel[openai]==1.5.3' requests
+	touch $@
+
+bench: install-dev $(BENCH_CURATOR)/.installed $(BENCH_DISTILABEL)/.installed
 	$(PY) bench/startup.py
 	$(PY) bench/throughput.py
 

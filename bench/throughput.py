@@ -16,7 +16,14 @@ its alone. Contenders:
   one-step       an isf pipeline, one `yield` per record, openai provider, max_concurrency 256
   three-step     two sequential yields and a `yield [a, b]`: 4 requests per record
   three+ann      the same with annotated output and the request cache on
+  curator        the one-step task on bespokelabs-curator, in bench/.venv-curator
+  distilabel     the one-step task on distilabel[openai], in bench/.venv-distilabel
   memory         100,000 records, one step, on the mock provider (no latency): peak RSS
+
+curator and distilabel run from scripts of their own (bench/contender_*.py) with their own venv's
+python; `make bench` creates the venvs (`make test` does not). Without a venv the table shows
+that contender as skipped. `--contenders raw-aiohttp,curator,distilabel` runs only those (the
+first is the baseline of the "× raw" column).
 """
 
 from __future__ import annotations
@@ -82,6 +89,12 @@ async def raw_pyreqwest(url: str, n: int) -> None:
 
 
 RAW = {"raw-aiohttp": raw_aiohttp, "raw-pyreqwest": raw_pyreqwest}
+
+# peers, each in a venv of its own (created by `make bench`): kind -> (venv, script)
+EXTERNAL = {
+    "curator": (REPO / "bench" / ".venv-curator", REPO / "bench" / "contender_curator.py"),
+    "distilabel": (REPO / "bench" / ".venv-distilabel", REPO / "bench" / "contender_distilabel.py"),
+}
 
 
 def pipelines():
@@ -163,12 +176,36 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class Skipped(Exception):
+    """A peer contender that cannot run here (no venv) or failed: its row says why."""
+
+
 def run_one(kind: str, url: str, n: int) -> dict:
+    if kind in EXTERNAL:
+        return run_external(kind, url, n)
     out = subprocess.run([sys.executable, __file__, "--contender", kind, "--url", url, "--n", str(n)],
                          capture_output=True, text=True, cwd=REPO)
     if out.returncode != 0:
         raise SystemExit(f"{kind} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_external(kind: str, url: str, n: int) -> dict:
+    venv, script = EXTERNAL[kind]
+    python = venv / "bin" / "python"
+    if not python.exists():
+        raise Skipped(f"no {venv.relative_to(REPO)} (`make bench` creates it)")
+    # the loopback server only; dummy keys; no telemetry (each script also turns off its library's)
+    env = {**os.environ, "OPENAI_API_KEY": "dummy", "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1",
+           "DO_NOT_TRACK": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([str(python), str(script), "--url", url, "--n", str(n)],
+                         capture_output=True, text=True, cwd=REPO, env=env)
+    lines = out.stdout.strip().splitlines()
+    if out.returncode != 0 or not lines or not lines[-1].startswith("{"):
+        tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        print(f"{kind} failed (exit {out.returncode}):\n{out.stderr[-4000:]}", file=sys.stderr)
+        raise Skipped(f"failed: {tail[:160]}")
+    return json.loads(lines[-1])
 
 
 def main() -> None:
@@ -180,9 +217,15 @@ def main() -> None:
     parser.add_argument("--url")
     parser.add_argument("--n", type=int)
     parser.add_argument("--no-write", action="store_true", help="do not write bench/RESULTS.md")
+    parser.add_argument("--contenders", default=",".join(CONTENDERS),
+                        help="comma-separated, the first is the baseline (default: all of them)")
     args = parser.parse_args()
     if args.contender:
         return contender(args.contender, args.url, args.n)
+    kinds = [k for k in args.contenders.split(",") if k]
+    unknown = [k for k in kinds if k not in CONTENDERS]
+    if unknown:
+        parser.error(f"unknown contenders {unknown}; known: {', '.join(CONTENDERS)}")
 
     server = subprocess.Popen([sys.executable, "-c", "from tests.servers.loopback import main; main()",
                                "openai", "0", str(LATENCY_S)], cwd=REPO, stdout=subprocess.PIPE, text=True)
@@ -190,15 +233,26 @@ def main() -> None:
     rows = []
     try:
         for n in [int(s) for s in args.sizes.split(",")]:
-            runs: dict[str, list[dict]] = {kind: [] for kind in CONTENDERS}
+            runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
+            skipped: dict[str, str] = {}
             for _ in range(args.repeat):
-                for kind in CONTENDERS:
+                for kind in kinds:
+                    if kind in skipped:
+                        continue
                     server_cpu = proc_cpu(server.pid)
-                    figures = run_one(kind, url, n)
+                    try:
+                        figures = run_one(kind, url, n)
+                    except Skipped as why:
+                        skipped[kind] = str(why)
+                        continue
                     figures["server_cpu_s"] = proc_cpu(server.pid) - server_cpu
                     runs[kind].append(figures)
             baseline = None
-            for kind in CONTENDERS:
+            for kind in kinds:
+                if kind in skipped:
+                    rows.append({"kind": kind, "n": n, "skipped": skipped[kind]})
+                    print(row_text(rows[-1]), flush=True)
+                    continue
                 figures = median_of(runs[kind])
                 baseline = baseline or figures["req_per_s"]
                 figures["ratio"] = figures["req_per_s"] / baseline
@@ -217,7 +271,7 @@ def main() -> None:
         write_results(rows)
 
 
-CONTENDERS = ("raw-aiohttp", "raw-pyreqwest", "one-step", "three-step", "three+ann")
+CONTENDERS = ("raw-aiohttp", "raw-pyreqwest", "one-step", "three-step", "three+ann", "curator", "distilabel")
 
 
 def median_of(runs: list[dict]) -> dict:
@@ -237,6 +291,8 @@ HEADER = ("| contender | records | records/s | requests/s | × raw aiohttp | CPU
 
 
 def row_text(f: dict) -> str:
+    if "skipped" in f:
+        return f"| {f['kind']} | {f['n']:,} | skipped: {f['skipped'].replace('|', '/')} | | | | | |"
     ratio = f"{f['ratio']:.2f}" if f.get("ratio") is not None else "-"
     server = f"{f['server_cpu_s']:.1f}" if f.get("server_cpu_s") is not None else "-"
     records_per_s = f["req_per_s"] * f["n"] / f["requests"]
@@ -246,10 +302,13 @@ def row_text(f: dict) -> str:
 
 def write_results(rows: list[dict]) -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} CPU(s), Python {platform.python_version()}"
+    runs = next((r["runs"] for r in rows if "runs" in r), 0)
     text = (f"# Benchmark results\n\n{date.today().isoformat()} on {machine}.\n"
             f"Server: loopback OpenAI-compatible (tests/servers), {LATENCY_S * 1000:.0f} ms per request, own process.\n"
-            f"Each figure is the median of {rows[0]['runs']} interleaved runs (the highest, for peak RSS); the "
+            f"Each figure is the median of {runs} interleaved runs (the highest, for peak RSS); the "
             f"server shares the machine's {os.cpu_count()} CPU(s) with the contender.\n"
+            f"curator and distilabel run the one-step task in venvs of their own (bench/contender_*.py); "
+            f"distilabel's CPU includes its step processes.\n"
             f"Produced by `make bench` (bench/throughput.py).\n\n{HEADER}\n"
             + "\n".join(row_text(r) for r in rows) + "\n")
     (REPO / "bench" / "RESULTS.md").write_text(text)
