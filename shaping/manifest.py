@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from shaping.config import ModelConfig
+from shaping.dispatch.stats import ModelUsage
 from shaping.gitinfo import GitState
 from shaping.output import sha256_path
 from shaping.providers.registry import provider_class, resolve_base_url, resolve_provider_name
@@ -57,18 +58,6 @@ class KShotState(_Model):
     used: dict[str, Any] | None
 
 
-class Usage(_Model):
-    requests: int = 0
-    failed: int = 0
-    cached: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    cache_write_tokens: int = 0
-    reasoning_tokens: int = 0
-    cost_usd: float | None = None
-
-
 class Counts(_Model):
     records: int
     samples: int
@@ -90,7 +79,7 @@ class Manifest(_Model):
     limit: int | None
     annotated: bool
     counts: Counts
-    usage: dict[str, Usage]
+    usage: dict[str, ModelUsage]  # the run's own counters, recorded as they are
     started_at: datetime
     completed_at: datetime
     duration_s: float

@@ -27,7 +27,7 @@ from shaping.errors import DependencyError, PipelineError, RunFailedError, Shapi
 from shaping.gitinfo import git_state
 from shaping.lock import RunLock
 from shaping.manifest import (
-    Counts, FileState, KShotState, Manifest, Usage, file_state, model_state, source_hashes,
+    Counts, FileState, KShotState, Manifest, file_state, model_state, source_hashes,
 )
 from shaping.output import AtomicWriter, OutputPaths, output_paths
 from shaping.pipeline import Pipeline
@@ -207,7 +207,7 @@ def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, sta
                 limit=limit,
                 annotated=annotate,
                 counts=Counts(records=stats.records_done, samples=count, errors=dict(stats.errors)),
-                usage={m: Usage(**vars(u)) for m, u in stats.models.items()},
+                usage=dict(stats.models),
                 started_at=started_at,
                 completed_at=completed_at,
                 duration_s=round(time.monotonic() - started, 3),
