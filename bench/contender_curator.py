@@ -16,34 +16,15 @@ counts tokens for its rate limiter) comes from the copy litellm ships, not from 
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import json
 import os
-import resource
-import tempfile
-import time
 from pathlib import Path
 
-CONCURRENCY = 256
-
-
-def usage() -> tuple[float, float]:
-    """(CPU seconds of this process and its waited-for children, peak RSS in MB of either)."""
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
-            max(me.ru_maxrss, kids.ru_maxrss) / 1024)
+from peer import CONCURRENCY, measure, setup
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--n", type=int, required=True)
-    args = parser.parse_args()
-    assert args.url.startswith("http://127.0.0.1:"), "the bench only talks to the loopback server"
-
-    tmp = tempfile.TemporaryDirectory(prefix="bench-curator-")
+    args, tmp, records = setup("curator")
     litellm_dir = Path(importlib.util.find_spec("litellm").origin).parent
     os.environ.update({
         "OPENAI_API_KEY": "dummy", "OPENAI_BASE_URL": args.url,
@@ -73,20 +54,12 @@ def main() -> None:
             "max_requests_per_minute": 100_000_000, "max_tokens_per_minute": 100_000_000_000,
         },
     )
-    records = [{"instruction": f"record {i}"} for i in range(args.n)]
+    def run():
+        result = llm(records, working_dir=os.path.join(tmp.name, "run"))
+        return getattr(result, "dataset", result)
 
-    cpu0, _ = usage()
-    started = time.perf_counter()
-    result = llm(records, working_dir=os.path.join(tmp.name, "run"))
-    elapsed = time.perf_counter() - started
-    cpu1, rss = usage()
-    dataset = getattr(result, "dataset", result)
-    assert len(dataset) == args.n, len(dataset)
-    assert all(dataset["generation"]), "some records got no answer"
+    measure("curator", args.n, run, lambda dataset: dataset["generation"])
     tmp.cleanup()
-    print(json.dumps({"kind": "curator", "n": args.n, "elapsed_s": elapsed, "cpu_s": cpu1 - cpu0,
-                      "rss_mb": rss, "requests": args.n}))
-
 
 if __name__ == "__main__":
     main()

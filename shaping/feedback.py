@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from shaping.retrieval import Ranker
+from shaping.quality.turns import message_text
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (
@@ -95,8 +96,8 @@ class FeedbackStore:
         rows: list[tuple] = []
         for line in _lines(samples):
             messages = json.loads(line).get("messages") or []
-            users = [_text(m) for m in messages if m.get("role") == "user"]
-            answers = [_text(m) for m in messages if m.get("role") == "assistant" and _text(m)]
+            users = [message_text(m) for m in messages if m.get("role") == "user"]
+            answers = [message_text(m) for m in messages if m.get("role") == "assistant" and message_text(m)]
             if users and answers:
                 rows.append((users[-1], answers[-1], True, None, None))
         for line in _lines(errors):
@@ -109,14 +110,6 @@ class FeedbackStore:
 
     def close(self) -> None:
         self._db.close()
-
-
-def _text(message: dict) -> str:
-    """A message's text: its content string, or its text parts joined."""
-    content = message.get("content")
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return content or ""
 
 
 def _lines(path: Path):

@@ -15,6 +15,7 @@ What is sent is what the step records, so the translation is visible in annotate
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -29,7 +30,9 @@ THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
 ANTHROPIC_THINKING_REFUSED = ("temperature", "top_k", "top_p")
 
 
+@functools.cache
 def is_openai_reasoning(model: str) -> bool:
+    """Asked for every request: a model's answer is kept (a run has a handful of models)."""
     return bool(OPENAI_REASONING.match(model))
 
 
