@@ -38,8 +38,24 @@ class ModelConfig(BaseModel):
     price_per_million_cached_input: float | None = Field(default=None, ge=0)
     #: input tokens written to the provider's prompt cache (default: the input price)
     price_per_million_cache_write: float | None = Field(default=None, ge=0)
+    #: through the provider's batch API (default: half the online prices)
+    price_per_million_batch_input: float | None = Field(default=None, ge=0)
+    price_per_million_batch_output: float | None = Field(default=None, ge=0)
     params: dict[str, Any] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
+
+
+class PriceTable(BaseModel):
+    """`[prices."MODEL-ID"]`: USD per million tokens of a model id (see shaping.prices)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+    cache_write: float | None = Field(default=None, ge=0)
+    batch_input: float | None = Field(default=None, ge=0)
+    batch_output: float | None = Field(default=None, ge=0)
 
 
 class FeedbackConfig(BaseModel):
@@ -52,6 +68,7 @@ class ProjectConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     models: dict[str, ModelConfig] = Field(default_factory=dict)
+    prices: dict[str, PriceTable] = Field(default_factory=dict)
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
 
 

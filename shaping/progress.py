@@ -96,3 +96,46 @@ def summary(result, console: Console) -> None:
         paths.add_row(Text("  manifest", style="dim"), str(result.paths.manifest))
     lines.append(paths)
     console.print(Group(*lines))
+
+
+def _usd(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"${value:,.2f}" if value >= 1 else f"${value:,.4f}"
+
+
+def dry_run_report(result, console: Console) -> None:
+    """Print a `DryRunResult`: per model, what a run would send and what it would cost."""
+    head = Text.assemble((result.pipeline, "bold"), f": dry run over {result.records:,} records; nothing was sent")
+    table = Table(box=None, padding=(0, 1), pad_edge=False, header_style="bold")
+    columns = ["model", "requests", "cached", "tokens in", "tokens out", "online", "batch"]
+    for column in columns:
+        table.add_column(column, justify="left" if column == "model" else "right", no_wrap=True)
+    for m in result.models:
+        new = m.requests - m.cached
+        online = "local" if m.local else _usd(m.cost())
+        batch = "local" if m.local else _usd(m.cost(batch=True))
+        table.add_row(m.model, f"{new:,}", f"{m.cached:,}", f"{m.prompt_tokens:,}", f"{m.completion_tokens:,}",
+                      online, batch)
+    online, batch = result.total(), result.total(batch=True)
+    if len(result.models) > 1 or not result.models:
+        table.add_row(Text("total", style="bold"), "", "", "", "", Text(_usd(online), style="bold"),
+                      Text(_usd(batch), style="bold"))
+    lines: list = [head, table]
+    for m in result.models:
+        price = "local model: no charge" if m.local else (f"prices: {m.prices.source}" if m.prices else "no price known")
+        if m.requests == m.cached:
+            how = "every answer is in the cache"
+        else:
+            how = f"answers of {m.answer_tokens}; {m.prompt_counted_by}"
+        lines.append(Text(f"  {m.model}: {how}; {price}", style="dim"))
+    if result.unpriced:
+        lines.append(Text(f"  no price for {', '.join(result.unpriced)}: their cost is not in the total; set "
+                          f"price_per_million_input/_output in their [models.NAME] tables", style="yellow"))
+    if result.stopped:
+        by_type = ", ".join(f"{k} {v}" for k, v in sorted(result.stopped.items(), key=lambda kv: -kv[1]))
+        lines.append(Text(f"  {sum(result.stopped.values())} records stopped on a stand-in answer ({by_type}): "
+                          f"their later steps are not counted", style="yellow"))
+    for warning in result.warnings:
+        lines.append(Text(f"  {warning}", style="yellow"))
+    console.print(Group(*lines))

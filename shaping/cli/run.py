@@ -88,6 +88,12 @@ def run_options(fn: Any) -> Any:
         click.option("--address", help="With --executor ray: the cluster (auto, ray://host:10001); default: local."),
         click.option("--no-cache", "no_cache", is_flag=True,
                      help="Neither read nor write the request cache (training/.cache/)."),
+        click.option("--dry-run", "dry_run", is_flag=True,
+                     help="Send nothing: count the requests and tokens a run would send, per model, and "
+                          "price them online and in batch mode (what the cache holds is free)."),
+        click.option("--answer-tokens", "answer_tokens", multiple=True, metavar="[MODEL=]N",
+                     help="With --dry-run: expect answers of N tokens (of MODEL's, or every model's); "
+                          "default: the mean of the model's cached answers, else 256."),
         click.option("-q", "--quiet", is_flag=True, help="No progress display or summary."),
     ]
     for option in reversed(options):
@@ -99,13 +105,27 @@ def run_and_report(pipeline_obj: Pipeline, limit: int | None, workers: int | Non
                    output: Path | None, annotate: bool | None, no_cache: bool, quiet: bool,
                    kshot_file: Path | None = None, kshot_name: str | None = None,
                    kshot_count: int | None = None, kshot_required: bool | None = None,
-                   executor: str = "local", address: str | None = None) -> None:
+                   executor: str = "local", address: str | None = None, dry_run: bool = False,
+                   answer_tokens: tuple[str, ...] = ()) -> None:
     check_run_options(limit, workers)
     if (kshot_file, kshot_name, kshot_count, kshot_required) != (None, None, None, None):
         pipeline_obj.configure_kshot(
             file=pipeline_obj.project.relative(kshot_file.resolve()) if kshot_file else None,
             name=kshot_name, count=kshot_count, required=kshot_required)
     stats = RunStats()
+    if dry_run:
+        if executor != "local":
+            raise ShapingError("--dry-run runs locally: leave out --executor ray")
+        from shaping.dry_run import dry_run_pipeline
+        from shaping.progress import dry_run_report
+
+        with RunDisplay(err, stats, f"{pipeline_obj.name} (dry run)") if not quiet else contextlib.nullcontext():
+            estimate = dry_run_pipeline(pipeline_obj, limit=limit, workers=workers, stats=stats,
+                                        answer_tokens=parse_answer_tokens(answer_tokens), use_cache=not no_cache)
+        dry_run_report(estimate, out)
+        return
+    if answer_tokens:
+        raise ShapingError("--answer-tokens goes with --dry-run")
     try:
         with RunDisplay(err, stats, pipeline_obj.name) if not quiet else contextlib.nullcontext():
             result = run_pipeline(pipeline_obj, limit=limit, workers=workers, output=output,
@@ -119,6 +139,18 @@ def run_and_report(pipeline_obj: Pipeline, limit: int | None, workers: int | Non
         err.print(Text.assemble(("warning: ", "yellow"), warning), soft_wrap=True)
     if not quiet:
         summary(result, out)
+
+
+def parse_answer_tokens(values: tuple[str, ...]) -> dict[str | None, int]:
+    """`--answer-tokens 300 --answer-tokens judge=50` -> {None: 300, "judge": 50}."""
+    parsed: dict[str | None, int] = {}
+    for value in values:
+        model, _, number = value.rpartition("=")
+        try:
+            parsed[model or None] = int(number)
+        except ValueError:
+            raise ShapingError(f"--answer-tokens: expected N or MODEL=N (a whole number of tokens), got {value!r}") from None
+    return parsed
 
 
 @pipeline.command("run")
@@ -143,7 +175,7 @@ def run_cmd(ctx: click.Context, names: tuple[str, ...], stale: bool, force: bool
         find_pipeline(project, name, entries)
     order = dependency_order(project, entries)
     wanted = [n for n in order if n in names] if names else order
-    explicit = force or any(options[k] is not None for k in ("limit", "output", "kshot_file", "kshot_name",
+    explicit = force or options["dry_run"] or any(options[k] is not None for k in ("limit", "output", "kshot_file", "kshot_name",
                                                              "kshot_count", "kshot_required"))
     done: dict[str, Status] = {}
     failed: list[str] = []

@@ -115,6 +115,13 @@ class GroupCommitter:
         self._open.rows = {}
         return rows
 
+    def answer_lengths(self, model: str) -> tuple[float | None, int]:
+        """The mean completion tokens of the stored answers of model `model` (a shaping.toml
+        name), and how many there are: what a dry run expects its answers to take."""
+        row = self._db.execute("SELECT AVG(json_extract(response, '$.usage.completion_tokens')), COUNT(*) "
+                               "FROM answers WHERE model = ?", (model,)).fetchone()
+        return row[0], row[1]
+
     async def store(self, key: str, row: tuple) -> None:
         batch = self._open
         batch.rows[key] = row
@@ -231,6 +238,13 @@ class RequestCache:
         response = ModelResponse.model_validate_json(stored)
         response.cached = True
         return response
+
+    def answer_lengths(self, model: str) -> tuple[float | None, int]:
+        """The mean completion tokens of the stored answers of model `model` (a shaping.toml
+        name), and how many there are: what a dry run expects its answers to take."""
+        row = self._db.execute("SELECT AVG(json_extract(response, '$.usage.completion_tokens')), COUNT(*) "
+                               "FROM answers WHERE model = ?", (model,)).fetchone()
+        return row[0], row[1]
 
     async def store(self, key: str, pipeline: str, model: str, record_id: str, step: int,
                     messages: list[LLMMessage], params: dict, response: ModelResponse) -> None:

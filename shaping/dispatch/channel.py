@@ -20,23 +20,16 @@ from shaping.dispatch.retry import RetryableFailure, retrying
 from shaping.dispatch.stats import RunStats
 from shaping.manifest import model_state
 from shaping.providers.base import Provider
-from shaping.config import ModelConfig
+from shaping.prices import FREE, Prices
 from shaping.requests import LLMRequest, ModelResponse, ResponseError, Usage
 
 
-def cost_of(config: ModelConfig, usage: Usage) -> float | None:
-    """What an answer cost at the model's prices: cache reads and writes at theirs (the input
-    price when not given), reasoning tokens as output tokens. None when no price is set."""
-    cin, cout = config.price_per_million_input, config.price_per_million_output
-    if cin is None and cout is None:
+def cost_of(prices: Prices | None, usage: Usage) -> float | None:
+    """What an answer cost at the model's prices (reasoning tokens count as output tokens);
+    None when no price is known, and for local models."""
+    if prices is None or prices is FREE:
         return None
-    cin = cin or 0.0
-    cached = config.price_per_million_cached_input
-    write = config.price_per_million_cache_write
-    fresh = max(0, usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens)
-    return (fresh * cin + usage.cached_tokens * (cin if cached is None else cached)
-            + usage.cache_write_tokens * (cin if write is None else write)
-            + usage.completion_tokens * (cout or 0.0)) / 1e6
+    return prices.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.cache_write_tokens)
 
 
 def _retryable(response: ModelResponse) -> bool:
@@ -54,9 +47,11 @@ class _Pending:
 
 class ModelChannel:
     def __init__(self, name: str, provider: Provider, stats: RunStats, task_group: TaskGroup,
-                 limits: RateLimits | None = None) -> None:
+                 limits: RateLimits | None = None, prices: Prices | None = None) -> None:
         self.name = name
         self.provider = provider
+        #: what its tokens cost (shaping.prices); None when unknown
+        self.prices = prices
         self.stats = stats
         self._slots = anyio.Semaphore(provider.concurrency, fast_acquire=True)
         self._batch_size = provider.batch_size
@@ -133,7 +128,7 @@ class ModelChannel:
 
     def _price(self, responses: list[ModelResponse]) -> None:
         for r in responses:
-            r.cost_usd = cost_of(self.provider.config, r.usage)
+            r.cost_usd = cost_of(self.prices, r.usage)
 
     async def _call(self, requests: list[LLMRequest]) -> list[ModelResponse]:
         if self._limits.active:

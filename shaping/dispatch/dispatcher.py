@@ -20,9 +20,11 @@ from anyio.abc import TaskGroup
 
 from shaping.config import Project
 from shaping.dispatch.cache import RequestCache, request_key
-from shaping.dispatch.channel import ModelChannel
+from shaping.dispatch.channel import ModelChannel, cost_of
 from shaping.dispatch.driver import Attempt, Outcome, drive, find_fatal, step_fields
+from shaping.dispatch.stand_in import StandIn
 from shaping.dispatch.stats import RunStats
+from shaping.prices import prices_for
 from shaping.providers.base import Provider
 from shaping.providers.registry import check_model, create_provider
 from shaping import structured
@@ -79,6 +81,7 @@ class Dispatcher:
         metadata: dict[str, Any] | None = None,
         spool_dir: Path | None = None,
         limits: Callable[[str, Any], Any] | None = None,
+        stand_in: StandIn | None = None,
     ) -> None:
         self.project = project
         self.pipeline_name = pipeline_name
@@ -93,6 +96,8 @@ class Dispatcher:
         self.spools: list[Spool] = []
         self._errors: Spool | None = None
         self._limits = limits  # (model name, config) -> rate limits; default: this process's own
+        #: a dry run's stand-in: it answers what the cache cannot, and nothing is sent
+        self.stand_in = stand_in
         self._channels: dict[str, ModelChannel] = {}
         self._providers: list[Provider] = []
         self._channel_lock = anyio.Lock()
@@ -127,11 +132,13 @@ class Dispatcher:
                 if channel is None:
                     config = self.project.model(model)
                     check_model(model, config)
-                    provider = create_provider(model, config)
-                    await provider.open()
+                    provider = create_provider(model, config, read_key=self.stand_in is None)
+                    if self.stand_in is None:  # a dry run sends nothing: no client, no weights
+                        await provider.open()
                     self._providers.append(provider)
                     limits = self._limits(model, provider.config) if self._limits else None
-                    channel = ModelChannel(model, provider, self.stats, self._task_group, limits)
+                    prices = prices_for(model, provider.config, provider.config.provider, self.project.config.prices)
+                    channel = ModelChannel(model, provider, self.stats, self._task_group, limits, prices)
                     self._channels[model] = channel
         return channel
 
@@ -202,6 +209,12 @@ class Dispatcher:
             params=params,
             metadata={"pipeline": self.pipeline_name, "record_id": record_id, "step": step},
         )
+        if self.stand_in is not None:
+            schema = structured.schema_of(request.response_model) if request.response_model is not None else None
+            response = self.stand_in.answer(request.model, channel.provider, llm_request, schema)
+            response.cost_usd = cost_of(channel.prices, response.usage)
+            self.stats.record_response(request.model, response)
+            return params, response
         response = await channel.submit(llm_request)
         if request.allow:
             response.allow = request.allow

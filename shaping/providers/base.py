@@ -69,6 +69,11 @@ class Provider(ABC):
         Raise `UnsupportedRequest` for params that cannot be sent."""
         return params
 
+    def count_prompt_tokens(self, request: LLMRequest) -> int | None:
+        """The prompt's size in this model's own tokens, where it can be known without sending
+        (a local model's tokenizer); None: the caller estimates. Used by dry runs."""
+        return None
+
     @property
     def batch_size(self) -> int:
         if self.default_batch_size == 1:

@@ -118,7 +118,7 @@ class MockProvider(Provider):
                                  usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=6))
         reasoning = mock_reasoning(request) if (self.options.reasoning or params.get("reasoning_effort")) else None
         reasoning_tokens = len(reasoning.split()) if reasoning else 0
-        calls = self._tool_calls(request)
+        calls = mock_tool_calls(request)
         if calls:
             completion = reasoning_tokens + sum(len(c.function.arguments.split()) for c in calls)
             return ModelResponse(model=model, text="", reasoning=reasoning, tool_calls=calls,
@@ -146,19 +146,22 @@ class MockProvider(Provider):
                         reasoning_tokens=reasoning_tokens),
         )
 
-    def _tool_calls(self, request: LLMRequest) -> list[ToolCall]:
-        tools = request.params.get("tools") or []
-        choice = request.params.get("tool_choice", "auto")
-        if not tools or choice == "none" or request.messages[-1].role == "tool":
-            return []
-        tool = tools[0]
-        if isinstance(choice, dict) and choice.get("type") == "function":
-            wanted = choice["function"]["name"]
-            tool = next((t for t in tools if t["function"]["name"] == wanted), tool)
-        function = tool["function"]
-        digest = conversation_digest(request)
-        last_user = next((m.text for m in reversed(request.messages) if m.role == "user"), "")
-        schema = function.get("parameters") or {"type": "object", "properties": {}}
-        arguments = schema_instance(schema, digest, last_user)
-        return [ToolCall(id=f"call_{digest}", function={"name": function["name"],
-                                                         "arguments": json.dumps(arguments, ensure_ascii=False)})]
+
+def mock_tool_calls(request: LLMRequest) -> list[ToolCall]:
+    """Offered tools and not yet answered by a tool turn: a call of one (the one `tool_choice`
+    names, else the first) with arguments made from its JSON schema."""
+    tools = request.params.get("tools") or []
+    choice = request.params.get("tool_choice", "auto")
+    if not tools or choice == "none" or request.messages[-1].role == "tool":
+        return []
+    tool = tools[0]
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        wanted = choice["function"]["name"]
+        tool = next((t for t in tools if t["function"]["name"] == wanted), tool)
+    function = tool["function"]
+    digest = conversation_digest(request)
+    last_user = next((m.text for m in reversed(request.messages) if m.role == "user"), "")
+    schema = function.get("parameters") or {"type": "object", "properties": {}}
+    arguments = schema_instance(schema, digest, last_user)
+    return [ToolCall(id=f"call_{digest}", function={"name": function["name"],
+                                                     "arguments": json.dumps(arguments, ensure_ascii=False)})]

@@ -176,13 +176,16 @@ def check_model(name: str, config: ModelConfig) -> type[Provider]:
     return cls
 
 
-def create_provider(name: str, config: ModelConfig) -> Provider:
-    """Build the provider for model `name`, reading its API key from the named variable."""
+def create_provider(name: str, config: ModelConfig, read_key: bool = True) -> Provider:
+    """Build the provider for model `name`, reading its API key from the named variable
+    (`read_key=False`: without its key, for a dry run that sends nothing)."""
     provider = resolve_provider_name(name, config)
     cls = provider_class(name, provider)
     config = config.model_copy(update={"provider": provider, "base_url": resolve_base_url(config)})
     api_key = None
-    if config.api_key_env:
+    if not read_key:
+        pass  # checked by check_model; read when the model first sends
+    elif config.api_key_env:
         api_key = os.environ.get(config.api_key_env, "").strip()  # a key pasted with its newline
         if not api_key:
             raise ConfigError(

@@ -377,6 +377,15 @@ class TransformersProvider(Provider):
         except jinja2.TemplateError as exc:  # the template's raise_exception(...): a conversation it refuses
             raise _unsupported(f"the chat template refused this conversation: {exc}") from None
 
+    def count_prompt_tokens(self, request: LLMRequest) -> int | None:
+        """The rendered prompt's tokens, with the model's own tokenizer (loaded, not the weights)."""
+        tokenizer = self._get_tokenizer()
+        try:
+            prompt = self.render(request)
+        except UnsupportedRequest:
+            return None
+        return len(tokenizer(prompt, add_special_tokens=not self.has_chat_template).input_ids)
+
     async def generate_batch(self, requests: list[LLMRequest]) -> list[ModelResponse]:
         return await anyio.to_thread.run_sync(self._generate_all, requests)
 
