@@ -70,6 +70,9 @@ class ProjectConfig(BaseModel):
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     prices: dict[str, PriceTable] = Field(default_factory=dict)
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
+    #: `[datasets]`: read a dataset_dep's data set from elsewhere (a local copy, a mirror), e.g.
+    #: "allenai/WildChat-1M" = "data/wildchat-sample"; see shaping.datasets.source
+    datasets: dict[str, str] = Field(default_factory=dict)
 
 
 class Project:

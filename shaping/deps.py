@@ -108,6 +108,161 @@ class ModelDep(Dependency):
         return f"model_dep({self.model_name!r})"
 
 
+class DatasetDep(Dependency):
+    """`Pipeline.dataset_dep("allenai/WildChat-1M", split="train")`: records read through the
+    `datasets` library (`pip install 'shaping[hf]'`), from the Hugging Face Hub or a local path
+    (a folder of parquet/jsonl/arrow files, a `save_to_disk` folder); see shaping.datasets.source.
+
+    On an instance it gives a `BoundDataset`: iterate it for the records (dicts, streamed, so
+    memory stays flat and `--limit N` reads only what N records need), `.take(n)`, `.revision`.
+    The revision it resolves to (the hub commit, or a hash of the local files) is recorded in
+    the manifest; a new one makes the pipeline stale.
+    """
+
+    def __init__(self, path: str, split: str = "train", revision: str | None = None,
+                 streaming: bool = True, data_files: Any = None, columns: list[str] | None = None) -> None:
+        if not isinstance(path, (str, Path)) or not str(path):
+            raise TypeError(f"dataset_dep: expected a hub dataset name or a local path, got {path!r}")
+        if not isinstance(split, str) or not split:
+            raise TypeError(f"dataset_dep: split must be a split name such as 'train', got {split!r}")
+        if revision is not None and (not isinstance(revision, str) or not revision):
+            raise TypeError(f"dataset_dep: revision must be a branch, tag or commit, got {revision!r}")
+        if isinstance(columns, str) or (columns is not None and (
+                not isinstance(columns, (list, tuple)) or not all(isinstance(c, str) for c in columns))):
+            raise TypeError(f"dataset_dep: columns must be a list of column names, got {columns!r}")
+        if data_files is not None and not isinstance(data_files, (str, list, tuple, dict)):
+            raise TypeError(f"dataset_dep: data_files must be a pattern, a list or a dict of them, got {data_files!r}")
+        self.path = str(path)
+        self.split = split
+        self.revision = revision
+        self.streaming = bool(streaming)
+        self.data_files = list(data_files) if isinstance(data_files, tuple) else data_files
+        self.columns = list(columns) if columns is not None else None
+
+    def bind(self, instance: Any) -> "BoundDataset":
+        bound = instance.__dict__.setdefault("_bound_datasets", {})
+        if self.attr not in bound or bound[self.attr].dep is not self:
+            bound[self.attr] = BoundDataset(self, instance.project, getattr(instance, "name", None))
+        return bound[self.attr]
+
+    def source(self, project: Any) -> Any:
+        """Where the records come from, after shaping.toml's `[datasets]` table."""
+        from shaping.datasets.source import locate
+
+        return locate(self.path, project.root, getattr(project.config, "datasets", None))
+
+    def declared(self, project: Any) -> dict[str, Any]:
+        """What the manifest records as asked (the resolved revision aside); staleness compares it."""
+        return {"path": self.path, "source": self.source(project).label, "split": self.split,
+                "revision": self.revision, "data_files": self.data_files, "columns": self.columns}
+
+    def __repr__(self) -> str:
+        return f"dataset_dep({self.path!r}, split={self.split!r})"
+
+
+class BoundDataset:
+    """A pipeline's data set for one run: iterable over its records (dicts), `.take(n)`,
+    `.revision` (resolved once), `.rows_read` (records handed out so far)."""
+
+    def __init__(self, dep: DatasetDep, project: Any, pipeline: str | None = None) -> None:
+        self.dep = dep
+        self.project = project
+        self.pipeline = pipeline
+        self.source = dep.source(project)
+        self.rows_read = 0
+        self._revision: str | None = None
+        self._data: Any = None
+
+    @property
+    def attr(self) -> str:
+        return self.dep.attr
+
+    @property
+    def revision(self) -> str:
+        """The hub commit, or "sha256:..." of the local files; resolved once, then kept."""
+        if self._revision is None:
+            from shaping.datasets.source import DatasetProblem, resolve_revision
+
+            try:
+                self._revision = resolve_revision(self.source, self.dep.revision, self.project.cache_dir,
+                                                  create_memo=True)
+            except DatasetProblem as exc:
+                raise self._error(exc) from None
+        return self._revision
+
+    def open(self) -> Any:
+        """The `datasets` object the records come from (loaded once; lazy when streaming):
+        a missing data set, an unknown split or column is a DependencyError here."""
+        if self._data is None:
+            from shaping.datasets.source import DatasetProblem, open_dataset
+
+            revision = self.revision
+            try:
+                self._data = open_dataset(self.source, split=self.dep.split, revision=revision,
+                                          streaming=self.dep.streaming, data_files=self.dep.data_files,
+                                          columns=self.dep.columns)
+            except DatasetProblem as exc:
+                raise self._error(exc) from None
+        return self._data
+
+    def check(self) -> None:
+        """Resolve and open now, afresh (once per run); where the columns are not known before
+        reading, read one record."""
+        self._revision = self._data = None
+        self.rows_read = 0
+        data = self.open()
+        if self.dep.columns and data.column_names is None:
+            next(iter(self._records(count=False)), None)
+
+    def __iter__(self) -> Any:
+        return self._records()
+
+    def _records(self, count: bool = True) -> Any:
+        from shaping.datasets.source import DatasetProblem, iterate
+
+        rows = iterate(self.open(), self.dep.columns)
+        while True:
+            try:
+                row = next(rows)
+            except StopIteration:
+                return
+            except DatasetProblem as exc:
+                raise self._error(exc) from None
+            except Exception as exc:  # noqa: BLE001 - a read failing half way (network, a bad file)
+                from shaping.datasets.source import _first_line
+
+                raise self._error(f"failed while reading: {type(exc).__name__}: {_first_line(exc)}") from None
+            if count:
+                self.rows_read += 1
+            yield row
+
+    def take(self, n: int) -> list[dict[str, Any]]:
+        """The first `n` records (only those are read)."""
+        import itertools
+
+        return list(itertools.islice(self, n))
+
+    def state(self) -> dict[str, Any]:
+        """What the manifest records: the declaration and the revision it resolved to."""
+        return {**self.dep.declared(self.project), "revision_resolved": self.revision,
+                "streaming": self.dep.streaming}
+
+    def _error(self, problem: Any) -> Exception:
+        from shaping.errors import DependencyError
+
+        owner = f"pipeline '{self.pipeline}': " if self.pipeline else ""
+        text = str(problem)
+        sep = "" if text.startswith((":", " (")) else " "
+        return DependencyError(f"{owner}dataset_dep {self.attr}: {self.dep.path}{sep}{text}")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """To a Ray worker: the resolved revision travels, the opened data set does not."""
+        return {**self.__dict__, "_data": None}
+
+    def __repr__(self) -> str:
+        return f"<dataset {self.dep.path} split={self.dep.split}>"
+
+
 class KShotDep(FileDep):
     """`Pipeline.kshot_dep("identity/k_shot_samples.json", config="short-moral", count=2)`.
 

@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -58,10 +58,43 @@ class KShotState(_Model):
     used: dict[str, Any] | None
 
 
+class DatasetState(_Model):
+    """A dataset_dep as asked for (path, where it was read from, split, revision, data_files,
+    columns) and the revision that resolved to: the hub commit, or "sha256:..." of local files."""
+
+    path: str
+    source: str
+    split: str
+    revision: str | None = None
+    revision_resolved: str
+    data_files: Any = None
+    columns: list[str] | None = None
+    streaming: bool = True
+
+    def declared(self) -> dict[str, Any]:
+        """The fields `DatasetDep.declared` gives, to compare with it."""
+        return self.model_dump(include={"path", "source", "split", "revision", "data_files", "columns"})
+
+
 class Counts(_Model):
     records: int
     samples: int
     errors: dict[str, int] = Field(default_factory=dict)
+
+
+class DedupeRecord(_Model):
+    """One dedupe pass over the output (see shaping.quality.dedupe): by the run (the pipeline's
+    `dedupe` option) or by `isf pipeline dedupe`. `kept` is what the output held after it."""
+
+    by: Literal["run", "cli"]
+    on: str
+    #: the near-duplicate threshold, or None for exact only
+    near: float | None
+    before: int
+    kept: int
+    removed_exact: int
+    removed_near: int
+    at: datetime
 
 
 class Manifest(_Model):
@@ -76,7 +109,12 @@ class Manifest(_Model):
     file_deps: dict[str, FileState]
     model_deps: dict[str, ModelState]
     kshot: dict[str, KShotState] = Field(default_factory=dict)
+    dataset_deps: dict[str, DatasetState] = Field(default_factory=dict)
     limit: int | None
+    #: why the run stopped before its last record (the cost cap), or None: it took them all
+    stopped: str | None = None
+    #: the cost cap the run ran under (--max-cost, max_cost_usd), or None
+    max_cost_usd: float | None = None
     annotated: bool
     counts: Counts
     usage: dict[str, ModelUsage]  # the run's own counters, recorded as they are
@@ -85,6 +123,10 @@ class Manifest(_Model):
     duration_s: float
     output: FileState
     errors_output: FileState
+    #: the dedupe passes over this output, in order; `counts.samples` is what the last one kept
+    dedupe: list[DedupeRecord] = Field(default_factory=list)
+    #: every sample they removed (training/data/dedupe/NAME.removed.jsonl), or None
+    dedupe_removed: FileState | None = None
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2) + "\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from shaping.errors import OutputError
+
+_serial = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,8 @@ class OutputPaths:
     failed: Path
     #: a failed run's error records (the good outputs are left as they were)
     failed_errors: Path
+    #: the samples dedupe removed, each with the sample it duplicates (see shaping.quality.dedupe)
+    removed: Path
 
     @classmethod
     def for_samples(cls, samples: Path) -> "OutputPaths":
@@ -32,6 +37,7 @@ class OutputPaths:
             manifest=samples.with_name(f"{stem}.manifest.json"),
             failed=samples.with_name(f"{stem}.failed.json"),
             failed_errors=errors / f"{stem}.failed.jsonl",
+            removed=samples.parent / "dedupe" / f"{stem}.removed.jsonl",
         )
 
 
@@ -86,8 +92,17 @@ class AtomicWriter:
         """Rename a finished temporary file (a spool) to `path` at commit."""
         self._pending.append((tmp, path))
 
+    def take(self, path: Path) -> Path | None:
+        """Withdraw what was to become `path` at commit; returns its temporary file (now the
+        caller's to read and delete), or None when nothing was."""
+        for i, (tmp, target) in enumerate(self._pending):
+            if target == path:
+                del self._pending[i]
+                return tmp
+        return None
+
     def _tmp(self, path: Path) -> Path:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(_serial)}.tmp")
         self._pending.append((tmp, path))
         return tmp
 

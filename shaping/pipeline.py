@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from shaping.config import Project
-from shaping.deps import BoundKShot, FeedbackDep, FileDep, KShotDep, ModelDep
+from shaping.deps import BoundKShot, DatasetDep, FeedbackDep, FileDep, KShotDep, ModelDep
 from shaping.errors import PipelineDefinitionError, PipelineError, ShapingError
 from shaping.requests import ModelResponse, model_request
 from shaping.samples import AnnotatedTrainingSample, TrainingSample
@@ -54,13 +54,21 @@ class Pipeline:
     annotated: ClassVar[bool] = True
     #: how many records are worked on at once (`--workers` overrides)
     workers: ClassVar[int] = 256
+    #: remove duplicate samples before the output is written: "exact", or {"near": 0.9, "on":
+    #: "both" | "prompt" | "response"} (see shaping.quality.dedupe; near needs shaping[dedupe])
+    dedupe: ClassVar[Any] = None
+    #: stop taking records once a run would spend more than this many US dollars
+    #: (`--max-cost` overrides; see shaping.dispatch.budget)
+    max_cost_usd: ClassVar[float | None] = None
 
     file_deps: ClassVar[dict[str, FileDep]] = {}
     model_deps: ClassVar[dict[str, ModelDep]] = {}
+    dataset_deps: ClassVar[dict[str, DatasetDep]] = {}
     _uses_feedback: ClassVar[bool] = False
 
     file_dep = staticmethod(FileDep)
     model_dep = staticmethod(ModelDep)
+    dataset_dep = staticmethod(DatasetDep)
     kshot_dep = staticmethod(KShotDep)
     feedback = staticmethod(FeedbackDep)
 
@@ -79,8 +87,20 @@ class Pipeline:
             raise PipelineDefinitionError(f"{where}: annotated must be True or False, got {cls.annotated!r}")
         if not isinstance(cls.workers, int) or isinstance(cls.workers, bool) or cls.workers < 1:
             raise PipelineDefinitionError(f"{where}: workers must be a positive integer, got {cls.workers!r}")
+        if cls.dedupe is not None:
+            from shaping.quality.dedupe import DedupeSettings
+
+            try:
+                DedupeSettings.parse(cls.dedupe)
+            except ValueError as exc:
+                raise PipelineDefinitionError(f"{where}: dedupe: {exc}") from None
+        cap = cls.max_cost_usd
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or not cap > 0):
+            raise PipelineDefinitionError(f"{where}: max_cost_usd must be a positive number of US dollars, "
+                                          f"got {cap!r}")
         files: dict[str, FileDep] = {}
         models: dict[str, ModelDep] = {}
+        datasets: dict[str, DatasetDep] = {}
         feedback = False
         for klass in reversed(cls.__mro__):
             for attr, value in vars(klass).items():
@@ -88,9 +108,12 @@ class Pipeline:
                     files[attr] = value
                 elif isinstance(value, ModelDep):
                     models[attr] = value
+                elif isinstance(value, DatasetDep):
+                    datasets[attr] = value
                 elif isinstance(value, FeedbackDep):
                     feedback = True
         cls.file_deps, cls.model_deps, cls._uses_feedback = files, models, feedback
+        cls.dataset_deps = datasets
 
     def __init__(self, project: Project | None = None) -> None:
         self.project = project or Project.find(self.source_dir())

@@ -36,10 +36,12 @@ class RunDisplay:
         bar = ProgressBar(total=total, completed=s.records_done, width=30)
         counts = f"{s.records_done}/{total}" if total else f"{s.records_done}"
         errors = Text(f"{s.error_count} errors", style="red" if s.error_count else "dim")
-        grid.add_row(
-            Text(self.name, style="bold"), bar, Text(f"{counts} records"), errors,
-            Text(f"{s.rate(s.requests):.1f} req/s"), Text(_duration(s.elapsed_s), style="dim"),
-        )
+        cells = [Text(self.name, style="bold"), bar, Text(f"{counts} records"), errors,
+                 Text(f"{s.rate(s.requests):.1f} req/s")]
+        costs = [u.cost_usd for u in s.models.values() if u.cost_usd is not None]
+        if costs:
+            cells.append(Text(_usd(sum(costs))))
+        grid.add_row(*cells, Text(_duration(s.elapsed_s), style="dim"))
         return grid
 
     def __enter__(self) -> "RunDisplay":
@@ -67,6 +69,8 @@ def summary(result, console: Console) -> None:
     if m.limit:
         head.append(f"  [--limit {m.limit}: partial]", style="yellow")
     lines: list = [head]
+    if m.stopped:
+        lines.append(Text(f"  PARTIAL: {m.stopped}", style="bold yellow"))
     if errors:
         by_type = ", ".join(f"{k} {v}" for k, v in sorted(m.counts.errors.items(), key=lambda kv: -kv[1]))
         lines.append(Text(f"  failed records by type: {by_type}", style="red"))
@@ -84,6 +88,10 @@ def summary(result, console: Console) -> None:
         table.add_row(*row)
     if m.usage:
         lines.append(table)
+    if priced:
+        total = sum(u.cost_usd or 0.0 for u in m.usage.values())
+        cap = f" of the ${m.max_cost_usd:,.2f} cap" if m.max_cost_usd is not None else ""
+        lines.append(Text(f"  cost: {_usd(total)}{cap} (answers from the cache cost nothing)", style="dim"))
     paths = Table.grid(padding=(0, 2))
     if result.failure is not None:
         paths.add_row(Text("  FAILED", style="bold red"), "outputs not replaced")
@@ -94,6 +102,11 @@ def summary(result, console: Console) -> None:
         paths.add_row(Text("  errors", style="dim"),
                       str(result.paths.errors) if result.paths.errors.exists() else "none (no record failed)")
         paths.add_row(Text("  manifest", style="dim"), str(result.paths.manifest))
+        dedupe = m.dedupe[-1] if m.dedupe else None
+        if dedupe is not None:  # the pipeline's `dedupe` option
+            removed = dedupe.before - dedupe.kept
+            paths.add_row(Text("  dedupe", style="dim"), f"removed {removed} ({dedupe.removed_exact} exact, "
+                          f"{dedupe.removed_near} near)" + (f": {result.paths.removed}" if removed else ""))
     lines.append(paths)
     console.print(Group(*lines))
 

@@ -31,9 +31,13 @@ from shaping.manifest import (
 )
 from shaping.output import AtomicWriter, OutputPaths, output_paths
 from shaping.pipeline import Pipeline
-from shaping.providers.registry import check_model
+from shaping.dispatch.budget import Budget
+from shaping.dispatch.dispatcher import unpriced
+from shaping.prices import prices_for
+from shaping.providers.registry import check_model, resolve_provider_name
 from shaping.samples import AnnotatedTrainingSample, TrainingSample
 from shaping.spool import SampleSpool, remove_leftovers
+from shaping.quality.dedupe_output import check_option as check_dedupe_option, dedupe_run_output
 
 
 @dataclass
@@ -45,6 +49,11 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)
     #: why the run failed (its outputs were not put in place), or None
     failure: str | None = None
+
+    @property
+    def stopped(self) -> str | None:
+        """Why the run stopped before its last record (the cost cap), or None."""
+        return self.manifest.stopped
 
 
 class Runtime:
@@ -79,6 +88,13 @@ def check_file_deps(pipeline: Pipeline) -> dict[str, FileState]:
     return states
 
 
+def check_dataset_deps(pipeline: Pipeline) -> None:
+    """Every dataset_dep resolved (its revision, kept for the manifest) and opened, before the
+    first request: a missing data set, an unknown split or column stops the run here."""
+    for attr in pipeline.dataset_deps:
+        getattr(pipeline, attr).check()
+
+
 def check_run_options(limit: int | None, workers: int | None) -> None:
     """--limit and --workers are at least 1 (checked before anything else, "nothing to do" included)."""
     for flag, value in (("limit", limit), ("workers", workers)):
@@ -97,13 +113,15 @@ def run_pipeline(
     use_cache: bool = True,
     executor: str = "local",
     address: str | None = None,
+    max_cost: float | None = None,
 ) -> RunResult:
     """Run `pipeline` and write its samples, errors and manifest; see the module docstring.
 
     Answers come from the project's request cache where it has them (`use_cache=False` neither
     reads nor writes it), so an interrupted run resumes without paying twice.
     `executor="ray"` runs the tasks on a Ray cluster (`address`, default: local) with the same
-    outputs (see shaping.ray_executor).
+    outputs (see shaping.ray_executor). `max_cost` (USD; default: the pipeline's `max_cost_usd`)
+    caps what the run spends: see shaping.dispatch.budget.
     """
     name = pipeline.name
     project = pipeline.project
@@ -115,12 +133,18 @@ def run_pipeline(
         from shaping.ray_executor import import_ray
 
         import_ray()  # say how to install it before anything else
+    if pipeline.dedupe is not None:
+        check_dedupe_option(pipeline.dedupe)  # near needs datasketch: say so before any request
     files = check_file_deps(pipeline)
+    check_dataset_deps(pipeline)
     models = {}
     for attr, dep in pipeline.model_deps.items():  # unknown model or provider, bad options: fail now
         config = project.model(dep.model_name)     # (keys are read when a model first sends)
         check_model(dep.model_name, config)
         models[attr] = model_state(dep.model_name, config)
+    cap = pipeline.max_cost_usd if max_cost is None else max_cost
+    if cap is not None:
+        check_cost_cap(pipeline, cap, executor)
     paths = output_paths(project, name, output)
     project.cache_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(project.cache_dir / f"{name}.lock", name):
@@ -128,7 +152,7 @@ def run_pipeline(
         cache = RequestCache(project.cache_dir) if use_cache else None
         try:
             result = _run_locked(pipeline, paths=paths, files=files, models=models, annotate=annotate,
-                                 limit=limit, workers=workers, stats=stats, cache=cache,
+                                 limit=limit, workers=workers, stats=stats, cache=cache, cap=cap,
                                  ray=(address,) if executor == "ray" else None)
             if cache is not None and cache.moved_aside is not None:
                 result.warnings.append(f"the request cache was from another version of shaping; "
@@ -139,7 +163,23 @@ def run_pipeline(
                 cache.close()
 
 
-def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, stats, cache, ray) -> RunResult:
+def check_cost_cap(pipeline: Pipeline, cap: float, executor: str) -> None:
+    """A cost cap needs a positive amount, the local executor and a price for every model that
+    is not local (a model used without a model_dep is checked when it first sends)."""
+    if not cap > 0:
+        raise ShapingError(f"--max-cost must be more than 0 (US dollars), got {cap}")
+    if executor != "local":
+        raise ShapingError("--max-cost works with the local executor only: leave out --executor ray")
+    project = pipeline.project
+    for dep in pipeline.model_deps.values():
+        config = project.model(dep.model_name)
+        if prices_for(dep.model_name, config, resolve_provider_name(dep.model_name, config),
+                      project.config.prices) is None:
+            raise ShapingError(unpriced(dep.model_name))
+
+
+def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, stats, cache, ray,
+                cap=None) -> RunResult:
     name, project = pipeline.name, pipeline.project
     git = git_state(project.root)
     stats = stats or RunStats()
@@ -150,6 +190,7 @@ def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, sta
         project, name, workers=workers or pipeline.workers, annotate=annotate,
         commit=git.commit, stats=stats, cache=cache, spool_dir=paths.samples.parent,
         metadata={"kshot": next(iter(used.values())) if len(used) == 1 else used} if used else None,
+        budget=Budget(cap) if cap is not None else None,
     )
     pipeline.limit = limit
     executor = None
@@ -172,6 +213,10 @@ def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, sta
             write_failure(paths, stopped, now())
             raise RunFailedError(f"pipeline '{name}' failed: {stopped}; {_kept(project, paths)}")
         failure = run_failure(pipeline, stats)
+        stopped = dispatcher.budget.stopped if dispatcher.budget is not None else None
+        if stopped is not None:
+            total = f" of {stats.records_total:,}" if stats.records_total else ""
+            stopped = f"{stopped}; {stats.records_done:,}{total} records done"
         with AtomicWriter() as writer:
             if failure is not None:  # nothing good is replaced: the failed run is written beside
                 samples_target, errors_target = None, paths.failed_errors
@@ -186,6 +231,10 @@ def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, sta
                 count = len(samples)
                 output_sha = (writer.write_lines(samples_target, _lines(samples, annotate))
                               if samples_target is not None else None)
+            deduped = None
+            if pipeline.dedupe is not None and samples_target is not None:  # in the same commit
+                deduped = dedupe_run_output(writer, paths, pipeline.dedupe, project)
+                output_sha, count = deduped.sha256, deduped.kept
             errors_sha = dispatcher.errors.finish()
             no_errors = not dispatcher.errors.path.stat().st_size
             if not no_errors:  # no failed record: no errors file (an empty one is no JSON Lines dataset)
@@ -202,9 +251,12 @@ def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, sta
                 git=git,
                 file_deps=files,
                 model_deps=models,
+                dataset_deps={attr: getattr(pipeline, attr).state() for attr in pipeline.dataset_deps},
                 kshot={attr: KShotState(file=b.relpath, config=b.config_name, count=b.count,
                                         required=b.required, used=b.info) for attr, b in kshots.items()},
                 limit=limit,
+                stopped=stopped,
+                max_cost_usd=cap,
                 annotated=annotate,
                 counts=Counts(records=stats.records_done, samples=count, errors=dict(stats.errors)),
                 usage=dict(stats.models),
@@ -213,6 +265,7 @@ def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, sta
                 duration_s=round(time.monotonic() - started, 3),
                 output=FileState(path=project.relative(samples_target or paths.samples), sha256=output_sha or ""),
                 errors_output=FileState(path=project.relative(errors_target), sha256=errors_sha),
+                **(deduped.manifest_fields if deduped is not None else {}),
             )
             if failure is not None:
                 write_failure(paths, failure, completed_at, manifest, writer)
@@ -226,6 +279,8 @@ def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, sta
                                  f"records are in {project.relative(paths.failed_errors)}", result)
         for leftover in (paths.failed, paths.failed_errors):  # an earlier failure is over
             leftover.unlink(missing_ok=True)
+        if deduped is None or not deduped.removed:  # an earlier output's removed samples are not this one's
+            paths.removed.unlink(missing_ok=True)
         if pipeline.uses_feedback():  # what this run made becomes examples for the next
             pipeline.feedback_store().record_run(name, paths.samples, paths.errors)
     finally:

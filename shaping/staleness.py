@@ -2,8 +2,8 @@
 
     CURRENT   the manifest matches the code, files and model configs it was made from
     STALE     one reason per line: changed_code, changed_file, missing_file, changed_kshot,
-              changed_model, missing_model, edited_output, missing_output, stale_upstream,
-              bad_manifest
+              changed_model, missing_model, changed_dataset, missing_dataset, edited_output,
+              missing_output, stale_upstream, bad_manifest
     PARTIAL   made with --limit and nothing else changed (stale until a full run)
     FAILED    the last run failed (reason: failed_run); the outputs, if any, are an older run's
     MISSING   never run (no manifest)
@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass, field
 from graphlib import CycleError, TopologicalSorter
 
 from shaping.config import Project
-from shaping.deps import KShotDep
+from shaping.deps import DatasetDep, KShotDep
 from shaping.discovery import PipelineEntry
 from shaping.errors import ConfigError, ShapingError
-from shaping.manifest import model_state, read_manifest, source_hashes
+from shaping.manifest import DatasetState, model_state, read_manifest, source_hashes
 from shaping.output import OutputPaths, sha256_file, sha256_path
 
 CURRENT, STALE, PARTIAL, FAILED, MISSING = "CURRENT", "STALE", "PARTIAL", "FAILED", "MISSING"
@@ -126,6 +126,9 @@ def pipeline_status(entry: PipelineEntry, project: Project, upstream: dict[str, 
         if recorded is None or recorded.fingerprint != fingerprint:
             add("changed_model", f"model '{dep.model_name}' config changed")
 
+    for attr, dep in cls.dataset_deps.items():
+        dataset_reasons(dep, manifest.dataset_deps.get(attr), project, add)
+
     for other in upstreams(entry, project, upstream):
         if not upstream[other].is_current:
             add("stale_upstream", f"depends on stale pipeline {other}")
@@ -136,14 +139,56 @@ def pipeline_status(entry: PipelineEntry, project: Project, upstream: dict[str, 
         add("edited_output", "output edited since the run")
 
     samples = manifest.counts.samples
-    if reasons:
-        if manifest.limit is not None:
-            add("partial_run", f"partial run (--limit {manifest.limit})")
-        return Status(name, STALE, samples, reasons)
+    partial = []
     if manifest.limit is not None:
-        return Status(name, PARTIAL, samples, [Reason("partial_run", f"partial run (--limit {manifest.limit}); "
-                                                                    f"stale until a full run")])
+        partial.append(f"partial run (--limit {manifest.limit})")
+    if manifest.stopped is not None:
+        partial.append(f"partial run ({manifest.stopped})")
+    if reasons:
+        for message in partial:
+            add("partial_run", message)
+        return Status(name, STALE, samples, reasons)
+    if partial:
+        return Status(name, PARTIAL, samples, [Reason("partial_run", f"{message}; stale until a full run")
+                                               for message in partial])
     return Status(name, CURRENT, samples)
+
+
+def dataset_reasons(dep: DatasetDep, recorded: DatasetState | None, project: Project, add) -> None:
+    """changed_dataset: a new dependency, another declaration, or a new revision; missing_dataset:
+    the revision cannot be found now. A hub revision is looked up once per process (with
+    HF_HUB_OFFLINE=1 in the local hub cache only); see shaping.datasets.source."""
+    from shaping.datasets.source import DatasetProblem, resolve_revision
+
+    declared = dep.declared(project)
+    if recorded is None:
+        add("changed_dataset", f"dataset '{dep.path}' is a new dependency")
+        return
+    differs = [f"{k} {v!r:.60} -> {declared.get(k)!r:.60}" for k, v in recorded.declared().items()
+               if declared.get(k) != v]
+    if (declared["source"].startswith("hub:") and recorded.source == "local:" + declared["source"][4:]
+            and len(differs) == 1):
+        # a local folder that is gone now reads as a hub name: it is missing, not redeclared
+        add("missing_dataset", f"dataset '{dep.path}' not found (looked for "
+                               f"{project.root / recorded.source.partition(':')[2]})")
+        return
+    if differs:
+        add("changed_dataset", f"dataset '{dep.path}' declaration changed ({'; '.join(differs)})")
+        return
+    try:
+        revision = resolve_revision(dep.source(project), dep.revision, project.cache_dir)
+    except DatasetProblem as exc:
+        text = str(exc)
+        add("missing_dataset", f"dataset '{dep.path}'{'' if text.startswith((':', ' (')) else ' '}{text}")
+        return
+    if revision != recorded.revision_resolved:
+        add("changed_dataset", f"dataset '{dep.path}' has a new revision "
+                               f"({_short(recorded.revision_resolved)} -> {_short(revision)})")
+
+
+def _short(revision: str) -> str:
+    kind, _, value = revision.rpartition(":")
+    return f"{kind}:{value[:12]}" if kind else value[:12]
 
 
 def failed_status(name: str, paths: OutputPaths) -> Status:

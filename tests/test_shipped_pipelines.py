@@ -1,7 +1,10 @@
 """The pipelines in pipelines/, end to end on the mock models, and honesty against a server."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,6 +54,51 @@ def test_conversation_training_takes_the_first_user_turn(tmp_path):
     assert prompts["pr-001"] == "Tell me something you are not sure about."
     assert [(e["id"], e["error"]) for e in errors] == [("bad-001", "no_user_turn")]
     assert len(samples) + len(errors) == 10
+
+
+def test_wildchat_training_names_the_real_dataset_and_the_identity_model():
+    cls = discover(Project.load(REPO))["wildchat-training"].cls
+    dep = cls.dataset_deps["conversations"]
+    assert (dep.path, dep.split, dep.revision, dep.streaming) == ("allenai/WildChat-1M", "train", None, True)
+    assert cls.model_deps["identity_model"].model_name == "cubsfan-release-full"
+
+
+def test_wildchat_training_on_a_local_copy(tmp_path, monkeypatch):
+    """The hub is out of reach in tests: a project's [datasets] table points the shipped pipeline at
+    a WildChat-shaped parquet copy (tests/test_dataset_dep.py: filters, --limit, staleness, offline)."""
+    import datasets
+
+    from tests.test_dataset_dep import DEFAULT_IDS, wildchat_project
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-datasets-cache")
+    project = wildchat_project(tmp_path)
+    result = run_pipeline(discover(project)["wildchat-training"].cls(project), limit=3, use_cache=False)
+    samples = read_jsonl(result.paths.samples)
+    assert [s["id"] for s in samples] == DEFAULT_IDS[:3] and read_errors(result.paths.errors) == []
+    assert result.manifest.dataset_deps["conversations"].revision_resolved.startswith("sha256:")
+
+
+def test_listing_and_status_of_the_repo_never_reach_the_hub(monkeypatch):
+    import huggingface_hub
+
+    from shaping.staleness import project_status
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("reached for the Hugging Face Hub")
+
+    for name in ("hf_hub_download", "snapshot_download"):
+        monkeypatch.setattr(huggingface_hub, name, no_network)
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", no_network)
+    project = Project.load(REPO)
+    entries = discover(project)
+    assert "wildchat-training" in entries and not entries.broken
+    if not project.outputs("wildchat-training").manifest.exists():  # never run here: nothing to look up
+        assert project_status(project, entries)["wildchat-training"].state == "MISSING"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9", "COLUMNS": "200"}
+    for command in ("list", "status"):
+        done = subprocess.run([str(Path(sys.executable).with_name("isf")), "pipeline", command], cwd=REPO,
+                              capture_output=True, text=True, timeout=120, env=env)
+        assert done.returncode == 0 and "wildchat-training" in done.stdout, done.stderr
 
 
 def test_honesty_on_the_mock_model(tmp_path):

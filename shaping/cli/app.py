@@ -91,6 +91,7 @@ def main(ctx: click.Context, project: Path | None) -> None:
     ctx.ensure_object(dict)["project"] = project
 
 
-@main.group(cls=LazyGroup, modules=("shaping.cli.run", "shaping.cli.quality"))
+@main.group(cls=LazyGroup, modules=("shaping.cli.run", "shaping.cli.quality", "shaping.cli.export",
+                                     "shaping.cli.dedupe"))
 def pipeline() -> None:
     """List and run the pipelines in pipelines/*.py."""

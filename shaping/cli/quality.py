@@ -90,8 +90,8 @@ def validate_cmd(ctx: click.Context, name: str) -> None:
     for column in ("", "check", "figure", "limit"):
         table.add_column(column, overflow="fold")
     for check in checks:
-        table.add_row(Text(check.status, style=STATUS_STYLE[check.status]), check.name, check.figure,
-                      Text(check.limit, style="dim"))
+        table.add_row(Text(check.status, style=STATUS_STYLE[check.status]), Text(check.name), Text(check.figure),
+                      Text(check.limit, style="dim"))  # text, never markup ("shaping[dedupe]")
     out.print(table)
     failed = [c for c in checks if not c.passed]
     for check in failed:
@@ -100,6 +100,13 @@ def validate_cmd(ctx: click.Context, name: str) -> None:
         if len(check.problems) > SHOWN_PROBLEMS:
             out.print(Text(f"{check.name}: ... and {len(check.problems) - SHOWN_PROBLEMS} more "
                            f"(isf pipeline report {name} lists them)", style="dim"), soft_wrap=True)
+    for check in checks:  # what dedupe would remove: a figure, with the first few it names
+        if check.name == "dedupe would remove" and check.problems:
+            for problem in check.problems[:SHOWN_PROBLEMS]:
+                out.print(Text.assemble((f"{check.name}: ", "cyan"), problem), soft_wrap=True)
+            if len(check.problems) > SHOWN_PROBLEMS:
+                out.print(Text(f"{check.name}: ... and {len(check.problems) - SHOWN_PROBLEMS} more "
+                               f"(isf pipeline report {name} lists more)", style="dim"), soft_wrap=True)
     judged = [c for c in checks if c.kind == "check"]
     unknown = [c.name for c in checks if c.kind == "unknown"]
     note = f"; not known from this output: {', '.join(unknown)}" if unknown else ""
@@ -151,10 +158,12 @@ def errors_cmd(ctx: click.Context, name: str) -> None:
 def report_cmd(ctx: click.Context, name: str, output: Path | None, max_samples: int) -> None:
     """One self-contained HTML report: summary, checklist, lengths, errors, samples with steps."""
     from shaping.quality import Thresholds, run_checks
+    from shaping.quality.checks import dedupe_preview
     from shaping.quality.report import render
 
     entry, data = load_output(ctx, name)
-    html = render(data, run_checks(data, Thresholds.for_pipeline(entry.cls)), max_samples=max_samples)
+    limits = Thresholds.for_pipeline(entry.cls)
+    html = render(data, run_checks(data, limits), max_samples=max_samples, dedupe=dedupe_preview(data, limits))
     target = output or data.paths.samples.with_name(f"{name}.report.html")
     if not target.parent.is_dir():
         raise ShapingError(f"output folder {target.parent} does not exist")

@@ -43,7 +43,8 @@ def list_cmd(ctx: click.Context) -> None:
         table.add_row(
             entry.name,
             project.relative(entry.file),
-            "\n".join(dep.relpath for dep in cls.file_deps.values()) or "-",
+            "\n".join([*(dep.relpath for dep in cls.file_deps.values()),
+                       *(f"{dep.path} (dataset)" for dep in cls.dataset_deps.values())]) or "-",
             "\n".join(dep.model_name for dep in cls.model_deps.values()) or "-",
         )
     out.print(table)
@@ -88,6 +89,10 @@ def run_options(fn: Any) -> Any:
         click.option("--address", help="With --executor ray: the cluster (auto, ray://host:10001); default: local."),
         click.option("--no-cache", "no_cache", is_flag=True,
                      help="Neither read nor write the request cache (training/.cache/)."),
+        click.option("--max-cost", "max_cost", type=float, metavar="USD",
+                     help="Stop taking records once spent plus in-flight cost would pass USD (default: the "
+                          "pipeline's max_cost_usd); what is in flight finishes, the output is PARTIAL, "
+                          "the exit code 3, and the next run resumes from the cache. Needs prices."),
         click.option("--dry-run", "dry_run", is_flag=True,
                      help="Send nothing: count the requests and tokens a run would send, per model, and "
                           "price them online and in batch mode (what the cache holds is free)."),
@@ -106,7 +111,9 @@ def run_and_report(pipeline_obj: Pipeline, limit: int | None, workers: int | Non
                    kshot_file: Path | None = None, kshot_name: str | None = None,
                    kshot_count: int | None = None, kshot_required: bool | None = None,
                    executor: str = "local", address: str | None = None, dry_run: bool = False,
-                   answer_tokens: tuple[str, ...] = ()) -> None:
+                   answer_tokens: tuple[str, ...] = (), max_cost: float | None = None) -> Any:
+    """Run one pipeline with a progress display and a summary; returns its RunResult (None for a
+    dry run). Exits with code 3 when the cost cap stopped the run."""
     check_run_options(limit, workers)
     if (kshot_file, kshot_name, kshot_count, kshot_required) != (None, None, None, None):
         pipeline_obj.configure_kshot(
@@ -130,7 +137,7 @@ def run_and_report(pipeline_obj: Pipeline, limit: int | None, workers: int | Non
         with RunDisplay(err, stats, pipeline_obj.name) if not quiet else contextlib.nullcontext():
             result = run_pipeline(pipeline_obj, limit=limit, workers=workers, output=output,
                                   annotate=annotate, stats=stats, use_cache=not no_cache, executor=executor,
-                                  address=address)
+                                  address=address, max_cost=max_cost)
     except RunFailedError as exc:
         if not quiet and exc.result is not None:
             summary(exc.result, out)
@@ -139,6 +146,15 @@ def run_and_report(pipeline_obj: Pipeline, limit: int | None, workers: int | Non
         err.print(Text.assemble(("warning: ", "yellow"), warning), soft_wrap=True)
     if not quiet:
         summary(result, out)
+    return result
+
+
+def stopped_at_cap(result: Any) -> None:
+    """The cost cap stopped the run: say so and exit 3 (the output is PARTIAL, not failed)."""
+    err.print(Text.assemble(("stopped: ", "bold yellow"), f"pipeline '{result.pipeline}' {result.stopped}; "
+                            f"its output is PARTIAL; run it again (with a higher --max-cost) to go on: "
+                            f"what was answered comes from the cache"), soft_wrap=True)
+    sys.exit(3)
 
 
 def parse_answer_tokens(values: tuple[str, ...]) -> dict[str | None, int]:
@@ -169,6 +185,8 @@ def run_cmd(ctx: click.Context, names: tuple[str, ...], stale: bool, force: bool
     if not names and not stale:
         raise click.UsageError("give a pipeline NAME, or --stale to run every stale pipeline")
     check_run_options(options["limit"], options["workers"])  # before "nothing to do"
+    if options["max_cost"] is not None and not options["max_cost"] > 0:
+        raise ShapingError(f"--max-cost must be more than 0 (US dollars), got {options['max_cost']}")
     project = project_of(ctx)
     entries = discover(project)
     for name in names:
@@ -179,14 +197,24 @@ def run_cmd(ctx: click.Context, names: tuple[str, ...], stale: bool, force: bool
                                                              "kshot_count", "kshot_required"))
     done: dict[str, Status] = {}
     failed: list[str] = []
+    capped = None  # the run the cost cap stopped; the pipelines after it are not run
+    spent = 0.0
     for name in order:
         status = pipeline_status(entries[name], project, done)
         reformat = status.is_current and annotation_differs(project, name, options["annotate"])
-        if name in wanted and (explicit or reformat or not status.is_current):
+        if name in wanted and capped is not None:
+            err.print(Text(f"{name}: not run (the cost cap stopped {capped.pipeline})", style="yellow"))
+        elif name in wanted and (explicit or reformat or not status.is_current):
             if len(wanted) > 1 and not options["quiet"]:
                 out.print(Text(f"{name}: {status.headline()}, running", style="bold"))
             try:
-                run_and_report(entries[name].cls(project), **options)
+                cap = options["max_cost"]  # one cap for the whole command
+                result = run_and_report(entries[name].cls(project), **{
+                    **options, "max_cost": None if cap is None else max(cap - spent, 1e-9)})
+                if result is not None:
+                    spent += sum(u.cost_usd or 0.0 for u in result.manifest.usage.values())
+                    if result.stopped:
+                        capped = result
             except ShapingError as exc:  # a failed run, a missing key, a bad file...
                 if len(wanted) == 1:
                     raise
@@ -202,6 +230,8 @@ def run_cmd(ctx: click.Context, names: tuple[str, ...], stale: bool, force: bool
         failed += [project.relative(path) for path in entries.broken]
     if failed:
         raise ShapingError(f"{len(failed)} pipeline(s) failed: {', '.join(failed)}")
+    if capped is not None:
+        stopped_at_cap(capped)
 
 
 @pipeline.command("status")
@@ -242,6 +272,8 @@ def execute_pipeline(pipeline_obj: Pipeline, argv: list[str] | None = None) -> N
     @run_options
     @user_errors
     def command(**options: Any) -> None:
-        run_and_report(pipeline_obj, **options)
+        result = run_and_report(pipeline_obj, **options)
+        if result is not None and result.stopped:
+            stopped_at_cap(result)
 
     command.main(args=argv, prog_name=sys.argv[0] if argv is None else pipeline_obj.name)

@@ -22,13 +22,14 @@ from shaping.config import Project
 from shaping.dispatch.cache import RequestCache, request_key
 from shaping.dispatch.channel import ModelChannel, cost_of
 from shaping.dispatch.driver import Attempt, Outcome, drive, find_fatal, step_fields
+from shaping.dispatch.budget import Budget
 from shaping.dispatch.stand_in import StandIn
 from shaping.dispatch.stats import RunStats
-from shaping.prices import prices_for
+from shaping.prices import FREE, prices_for
 from shaping.providers.base import Provider
 from shaping.providers.registry import check_model, create_provider
 from shaping import structured
-from shaping.errors import TaskContractError
+from shaping.errors import ConfigError, TaskContractError
 from shaping.providers.base import UnsupportedRequest
 from shaping.requests import (
     LLMMessage, LLMRequest, ModelRequest, ModelResponse, ResponseError, TextPart, model_request,
@@ -37,6 +38,11 @@ from shaping.samples import ErrorDetails, ErrorRecord, TrainingSample, annotated
 from shaping.spool import SampleSpool, Spool
 
 QUERY_RECORD_ID = "__run__"
+
+
+def unpriced(model: str) -> str:
+    return (f"--max-cost: model '{model}' has no price; set price_per_million_input and "
+            f"price_per_million_output in shaping.toml [models.{model}]")
 
 
 def record_id_of(record: Any, index: int) -> str:
@@ -82,6 +88,7 @@ class Dispatcher:
         spool_dir: Path | None = None,
         limits: Callable[[str, Any], Any] | None = None,
         stand_in: StandIn | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.project = project
         self.pipeline_name = pipeline_name
@@ -98,6 +105,8 @@ class Dispatcher:
         self._limits = limits  # (model name, config) -> rate limits; default: this process's own
         #: a dry run's stand-in: it answers what the cache cannot, and nothing is sent
         self.stand_in = stand_in
+        #: the run's cost cap: records are taken only while it allows
+        self.budget = budget
         self._channels: dict[str, ModelChannel] = {}
         self._providers: list[Provider] = []
         self._channel_lock = anyio.Lock()
@@ -138,6 +147,8 @@ class Dispatcher:
                     self._providers.append(provider)
                     limits = self._limits(model, provider.config) if self._limits else None
                     prices = prices_for(model, provider.config, provider.config.provider, self.project.config.prices)
+                    if self.budget is not None and prices is None:
+                        raise ConfigError(unpriced(model))
                     channel = ModelChannel(model, provider, self.stats, self._task_group, limits, prices)
                     self._channels[model] = channel
         return channel
@@ -215,13 +226,29 @@ class Dispatcher:
             response.cost_usd = cost_of(channel.prices, response.usage)
             self.stats.record_response(request.model, response)
             return params, response
-        response = await channel.submit(llm_request)
+        if self.budget is None or channel.prices is FREE:  # (unpriced models are refused under a cap)
+            response = await channel.submit(llm_request)
+        else:
+            response = await self._submit_within_budget(channel, request.model, llm_request, record_id)
         if request.allow:
             response.allow = request.allow
         if key is not None and response.is_success:  # committed before the task sees it
             await self.cache.store(key, self.pipeline_name, request.model, record_id, step,
                                    request.messages, params, response)
         return params, response
+
+    async def _submit_within_budget(self, channel: ModelChannel, model: str, request: LLMRequest,
+                                    record_id: str) -> ModelResponse:
+        """Send, with the request's estimated cost held as in flight until what it really cost
+        replaces it (nothing, if it is cancelled)."""
+        held = self.budget.hold(model, channel.prices, request, record_id)
+        response = None
+        try:
+            response = await channel.submit(request)
+            return response
+        finally:
+            self.budget.settle(model, record_id, held, response.cost_usd if response else None,
+                               response.usage.completion_tokens if response else 0)
 
     async def query(self, model: Any, messages: Any, **params: Any) -> ModelResponse:
         step = self._query_steps
@@ -278,18 +305,25 @@ class Dispatcher:
             # worker is free for it, and no task is created per record. Each record taken starts
             # one more worker until there are `workers`, so a short run starts only a few.
             nonlocal started
-            for index, record in numbered:
+            budget = self.budget
+            while (taken := next(numbered, None) if budget is None else await budget.take(numbered)) is not None:
+                index, record = taken
                 if started < self.workers:
                     started += 1
                     tg.start_soon(worker, tg)
                 record_id = record_id_of(record, first_index + index)
                 if ids is not None:
                     ids.add(record_id, first_index + index)
+                if budget is not None:
+                    budget.watch(record_id)
 
                 def answer(request: ModelRequest, step: int, record_id: str = record_id) -> Any:
                     return self.answer(request, step, record_id)
 
                 outcome = await drive(task, record, record_id, answer)
+                if budget is not None:
+                    budget.record_done(record_id, sum(raw.response.cost_usd or 0.0 for raw in outcome.raw_steps
+                                                      if not raw.response.cached))
                 finished(index, record, outcome)
                 self.stats.records_done += 1
                 if outcome.error_type:

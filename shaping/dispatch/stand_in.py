@@ -98,6 +98,9 @@ class StandIn:
         if calls:
             return ModelResponse(model=provider.config.model, text="", tool_calls=calls, finish_reason="tool_calls",
                                  usage=usage)
+        response_format = request.params.get("response_format")
+        if schema is None and isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+            schema = (response_format.get("json_schema") or {}).get("schema")
         if schema is not None:
             last_user = next((m.text for m in reversed(request.messages) if m.role == "user"), "")
             text = json.dumps(schema_instance(schema, conversation_digest(request), last_user), ensure_ascii=False)

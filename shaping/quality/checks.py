@@ -47,6 +47,8 @@ class Thresholds(BaseModel):
     max_short_rate: float = Field(default=0.05, ge=0, le=1)
     max_bad_role_order: int = Field(default=0, ge=0)
     max_error_rate: float = Field(default=0.05, ge=0, le=1)
+    #: the near-duplicate threshold the "dedupe would remove" line uses (with datasketch installed)
+    dedupe_near: float = Field(default=0.9, gt=0, le=1)
 
     @classmethod
     def for_pipeline(cls, pipeline_cls: type) -> "Thresholds":
@@ -172,8 +174,29 @@ def run_checks(data: Dataset, limits: Thresholds) -> list[Check]:
     rate = _rate(errors, errors + n)
     checks.append(Check("error rate", rate <= limits.max_error_rate, f"{errors} errors ({rate:.1%})",
                         f"<= {limits.max_error_rate:.1%}"))
+    checks.append(dedupe_check(data, limits))
     checks.extend(turn_figures(data))
     return checks
+
+
+def dedupe_preview(data: Dataset, limits: Thresholds):
+    """What `isf pipeline dedupe` would remove: exact duplicates, and near ones at
+    `limits.dedupe_near` where datasketch is installed."""
+    from shaping.quality.dedupe import DedupeSettings, has_datasketch
+
+    return data.dedupe(DedupeSettings(near=limits.dedupe_near if has_datasketch() else None))
+
+
+def dedupe_check(data: Dataset, limits: Thresholds) -> Check:
+    """A figure, never a failure (the duplicate checks above judge): what dedupe would take out."""
+    result = dedupe_preview(data, limits)
+    near = result.settings.near
+    figure = (f"{len(result.removed)} of {result.total} samples: {result.exact} exact, "
+              + (f"{result.near} near (>= {near:g})" if near is not None
+                 else "near not checked (pip install 'shaping[dedupe]')"))
+    command = f"isf pipeline dedupe {data.name}" + (f" --near {near:g}" if near is not None else "")
+    return Check("dedupe would remove", True, figure, f"information only; {command} removes them", kind="info",
+                 problems=tuple(d.describe() for d in result.removed))
 
 
 def _percent(count: int, total: int) -> str:

@@ -67,6 +67,8 @@ class Dataset:
     samples: list[dict[str, Any]]
     errors: list[dict[str, Any]] = field(default_factory=list)
     manifest: Manifest | None = None
+    #: what dedupe would remove, by its settings (see `dedupe`)
+    _dedupe: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def load(cls, name: str, paths: OutputPaths) -> "Dataset":
@@ -80,6 +82,15 @@ class Dataset:
             manifest = None
         samples = [decode_annotated(row) for row in _read_jsonl(paths.samples)]
         return cls(name, paths, samples, errors, manifest)
+
+    def dedupe(self, settings: Any) -> Any:
+        """What dedupe with these `DedupeSettings` would remove (shaping.quality.dedupe), worked
+        out once: validate's check and the report share it."""
+        if settings not in self._dedupe:
+            from shaping.quality.dedupe import find_duplicates, texts
+
+            self._dedupe[settings] = find_duplicates(texts(self.samples), settings)
+        return self._dedupe[settings]
 
     @cached_property
     def turns(self) -> list[Turn]:

@@ -21,6 +21,8 @@ from shaping.quality.turns import Turn, calls_text, content_text, tool_calls_of
 
 #: problem lines per check in the checklist
 SHOWN_PROBLEMS = 50
+#: removed samples shown beside the sample they duplicate
+SHOWN_DUPLICATES = 5
 TEMPLATE = "report.html.j2"
 
 _STATUS_CLASS = {"PASS": "pass", "FAIL": "fail", "INFO": "info", "N/A": "unknown"}
@@ -145,7 +147,34 @@ def _sample(sample: dict[str, Any], turns: list[Turn]) -> dict[str, Any]:
     }
 
 
-def render(data: Dataset, checks: list[Check], max_samples: int = 300) -> str:
+def _compared(sample: dict[str, Any], reason: str) -> str:
+    """What dedupe compared of a sample for this reason (clipped)."""
+    from shaping.quality.dedupe import prompt_text, response_text
+
+    side = reason.split("_", 1)[-1]
+    parts = ([prompt_text(sample)] if side in ("prompt", "pair") else []) + \
+            ([response_text(sample)] if side in ("response", "pair") else [])
+    text = "\n---\n".join(parts)
+    return text if len(text) <= 400 else text[:400] + "..."
+
+
+def _dedupe(data: Dataset, result: Any) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    near = result.settings.near
+    summary = (f"dedupe would remove {len(result.removed)} of {result.total} samples: {result.exact} exact, "
+               + (f"{result.near} near (estimated Jaccard similarity >= {near:g})" if near is not None
+                  else "near duplicates not checked (pip install 'shaping[dedupe]')"))
+    examples = [{"id": d.id, "of": d.duplicate_of, "reason": d.reason.replace("_", " "),
+                 "similarity": f"{d.similarity:.2f}", "text": _compared(data.samples[d.index], d.reason),
+                 "of_text": _compared(data.samples[d.of_index], d.reason)}
+                for d in result.removed[:SHOWN_DUPLICATES]]
+    return {"summary": summary, "examples": examples, "more": max(0, len(result.removed) - SHOWN_DUPLICATES),
+            "command": f"isf pipeline dedupe {data.name}" + (f" --near {near:g}" if near is not None else "")}
+
+
+def render(data: Dataset, checks: list[Check], max_samples: int = 300, dedupe: Any = None) -> str:
+    """`dedupe`: what dedupe would remove (checks.dedupe_preview), shown with examples."""
     n, errors = len(data.samples), len(data.errors)
     failed = [c for c in checks if not c.passed]
     manifest = data.manifest
@@ -163,6 +192,8 @@ def render(data: Dataset, checks: list[Check], max_samples: int = 300) -> str:
          f"{turns['with reasoning'] / total:.0%}" if total else "-", "count-reasoning"),
         ("tool-call turns", turns["tool-call turns"], "count-tool-calls"),
     ]
+    if dedupe is not None:
+        figures.append(("dedupe would remove", len(dedupe.removed), "count-dedupe"))
     run = {"started": f"{manifest.started_at:%Y-%m-%d %H:%M}", "duration": f"{manifest.duration_s:.1f}",
            "commit": str(manifest.git.commit or manifest.git.note), "limit": manifest.limit or ""} if manifest else None
     by_sample: dict[str, list[Turn]] = {}
@@ -176,6 +207,7 @@ def render(data: Dataset, checks: list[Check], max_samples: int = 300) -> str:
         run=run,
         figures=[{"label": label, "value": value, "id": fid} for label, value, fid in figures],
         checks=[_check(c) for c in checks],
+        dedupe=_dedupe(data, dedupe),
         histograms=[_histogram([len(r) for r in data.responses], "response length"),
                     _histogram([len(p) for p in data.prompts], "prompt length")],
         errors=[{"kind": kind, "count": len(items), "example": str(items[0].get("id")),
