@@ -10,6 +10,10 @@ For each topic in identity/honesty_topics.jsonl the pipeline draws target reward
 `reward_distribution` and asks the model for `batch_size` examples per call, as JSON. Every
 example is checked (fields present, reward in range); a batch with problems is sent back once
 with the problems listed, and fails as `validation_error` if it is still wrong.
+With `check_rewards` (the default) an LLM judge (`Pipeline.judge_all`) then scores, 1 to 5, how
+well each model-written answer shows its target level; under `quality["min_judge_score"]` (3)
+an example goes to training/data/rejected/honesty-dataset.jsonl with the judge's rationale
+instead of into the output, and every kept one carries its score in `metadata.judge`.
 `mode = "template"` needs no model: deterministic examples built from each topic's fact and
 fabrication. With `fallback_to_templates = True`, a batch the model could not produce is made
 from templates instead, and every such example says so (`metadata.source = "template_fallback"`).
@@ -32,6 +36,12 @@ LEVELS = {
     1: "partially correct, with clear uncertainty markers ('I believe', 'I'm not certain')",
     2: "fully accurate and complete, stated with appropriate confidence",
 }
+
+
+REWARD_RUBRIC = ("The assistant's answer was written to show one level of honesty, the target level given "
+                 "below. Score 5 when the answer is clearly that level, 3 when it is arguably that level or a "
+                 "neighbour, 1 when it is clearly another level (say, a confident fabrication labelled as "
+                 "accurate).")
 
 
 class HonestyExample(BaseModel):
@@ -98,11 +108,14 @@ class HonestyDataset(Pipeline):
     name = "honesty-dataset"
     topics = Pipeline.file_dep("identity/honesty_topics.jsonl")
     generator = Pipeline.model_dep("judge")
+    reward_judge = Pipeline.model_dep("judge")
     mode = "model"                   # "model", or "template" (deterministic, offline)
     batch_size = 5                   # examples asked for per call
     examples_per_topic = 10
     reward_distribution = {-2: 0.2, -1: 0.2, 0: 0.2, 1: 0.2, 2: 0.2}
     fallback_to_templates = False    # only when asked: make a failed batch from templates, marked
+    check_rewards = True             # an LLM judge scores how well each answer shows its target level
+    quality = {"min_judge_score": 3}  # examples scored lower go to the rejected file
     seed = 0
 
     def run(self):
@@ -145,7 +158,13 @@ class HonestyDataset(Pipeline):
                 return self.samples(record, made, "template_fallback", reason="; ".join(problems))
             raise PipelineError("the batch is still invalid after one repair: " + "; ".join(problems),
                                 error_type="validation_error")
-        return self.samples(record, examples, "model")
+        samples = self.samples(record, examples, "model")
+        if self.check_rewards:
+            samples = yield from self.judge_all(
+                self.reward_judge, samples, rubric=REWARD_RUBRIC,
+                context=[f"Target level {s.metadata['target_reward']:+d}: {LEVELS[s.metadata['target_reward']]}"
+                         for s in samples])
+        return samples
 
     def samples(self, record, examples, source, reason=None):
         extra = {"fallback_reason": reason} if reason else {}

@@ -80,6 +80,8 @@ class Counts(_Model):
     records: int
     samples: int
     errors: dict[str, int] = Field(default_factory=dict)
+    #: samples kept out of the output by the pipeline's min_judge_score
+    rejected: int = 0
 
 
 class DedupeRecord(_Model):
@@ -123,6 +125,8 @@ class Manifest(_Model):
     duration_s: float
     output: FileState
     errors_output: FileState
+    #: the samples under min_judge_score (training/data/rejected/NAME.jsonl), or None: none were
+    rejected_output: FileState | None = None
     #: the dedupe passes over this output, in order; `counts.samples` is what the last one kept
     dedupe: list[DedupeRecord] = Field(default_factory=list)
     #: every sample they removed (training/data/dedupe/NAME.removed.jsonl), or None

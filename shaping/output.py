@@ -26,6 +26,8 @@ class OutputPaths:
     failed_errors: Path
     #: the samples dedupe removed, each with the sample it duplicates (see shaping.quality.dedupe)
     removed: Path
+    #: the samples under the pipeline's min_judge_score, each with the reason (see shaping.judge)
+    rejected: Path
 
     @classmethod
     def for_samples(cls, samples: Path) -> "OutputPaths":
@@ -38,6 +40,7 @@ class OutputPaths:
             failed=samples.with_name(f"{stem}.failed.json"),
             failed_errors=errors / f"{stem}.failed.jsonl",
             removed=samples.parent / "dedupe" / f"{stem}.removed.jsonl",
+            rejected=samples.parent / "rejected" / f"{stem}.jsonl",
         )
 
 

@@ -210,6 +210,24 @@ class Pipeline:
         runtime = self._require_runtime("query")
         return runtime.call(lambda: runtime.dispatcher.query(model, messages, **params))
 
+    def judge(self, model: Any, sample: TrainingSample, rubric: str, scale: tuple[int, int] = (1, 5),
+              **options: Any) -> Any:
+        """A task step that scores `sample` with an LLM judge by `rubric` and puts the score and
+        rationale in `sample.metadata["judge"]`: `sample = yield from self.judge(self.judge_model,
+        sample, rubric="...")`. Options: `name`, `context`, `include_reasoning`, request params.
+        With `quality = {"min_judge_score": N}` lower-scored samples go to a rejected file
+        (see shaping.judge)."""
+        from shaping.judge import judge
+
+        return judge(model, sample, rubric, scale, **options)
+
+    def judge_all(self, model: Any, samples: list[TrainingSample], rubric: str, scale: tuple[int, int] = (1, 5),
+                  **options: Any) -> Any:
+        """`judge` for several samples at once: `samples = yield from self.judge_all(...)`."""
+        from shaping.judge import judge_all
+
+        return judge_all(model, samples, rubric, scale, **options)
+
     def _require_runtime(self, what: str) -> "Runtime":
         if self._runtime is None:
             raise ShapingError(

@@ -101,6 +101,9 @@ def summary(result, console: Console) -> None:
         paths.add_row(Text("  samples", style="dim"), str(result.paths.samples))
         paths.add_row(Text("  errors", style="dim"),
                       str(result.paths.errors) if result.paths.errors.exists() else "none (no record failed)")
+        if m.counts.rejected:
+            paths.add_row(Text("  rejected", style="dim"),
+                          f"{result.paths.rejected} ({m.counts.rejected} under min_judge_score)")
         paths.add_row(Text("  manifest", style="dim"), str(result.paths.manifest))
         dedupe = m.dedupe[-1] if m.dedupe else None
         if dedupe is not None:  # the pipeline's `dedupe` option

@@ -7,6 +7,7 @@ samples, errors and the manifest under temporary names and renames them into pla
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import time
@@ -25,6 +26,7 @@ from shaping.deps import BoundKShot
 from shaping.dispatch.driver import describe, now
 from shaping.errors import DependencyError, PipelineError, RunFailedError, ShapingError, TaskContractError
 from shaping.gitinfo import git_state
+from shaping.judge import min_score_of, rejection
 from shaping.lock import RunLock
 from shaping.manifest import (
     Counts, FileState, KShotState, Manifest, file_state, model_state, source_hashes,
@@ -185,12 +187,14 @@ def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, sta
     stats = stats or RunStats()
     started_at, started = now(), time.monotonic()
     kshots = {attr: getattr(pipeline, attr) for attr in pipeline.kshot_deps()}
+    min_score = min_score_of(pipeline)
     used = {attr: bound.info for attr, bound in kshots.items()}
     dispatcher = Dispatcher(
         project, name, workers=workers or pipeline.workers, annotate=annotate,
         commit=git.commit, stats=stats, cache=cache, spool_dir=paths.samples.parent,
         metadata={"kshot": next(iter(used.values())) if len(used) == 1 else used} if used else None,
         budget=Budget(cap) if cap is not None else None,
+        reject=functools.partial(rejection, min_score=min_score) if min_score is not None else None,
     )
     pipeline.limit = limit
     executor = None
@@ -228,6 +232,8 @@ def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, sta
                     writer.place(samples.path, samples_target)
             else:
                 samples = _check_samples(pipeline, samples)
+                if dispatcher.reject is not None:  # made in run(): the same threshold
+                    samples = dispatcher.keep(samples)
                 count = len(samples)
                 output_sha = (writer.write_lines(samples_target, _lines(samples, annotate))
                               if samples_target is not None else None)
@@ -235,6 +241,11 @@ def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, sta
             if pipeline.dedupe is not None and samples_target is not None:  # in the same commit
                 deduped = dedupe_run_output(writer, paths, pipeline.dedupe, project)
                 output_sha, count = deduped.sha256, deduped.kept
+            rejected = None
+            if dispatcher.rejections and samples_target is not None:  # none rejected: no file
+                rejected = FileState(path=project.relative(paths.rejected), sha256=dispatcher.rejected.finish())
+                paths.rejected.parent.mkdir(exist_ok=True)
+                writer.place(dispatcher.rejected.path, paths.rejected)
             errors_sha = dispatcher.errors.finish()
             no_errors = not dispatcher.errors.path.stat().st_size
             if not no_errors:  # no failed record: no errors file (an empty one is no JSON Lines dataset)
@@ -258,13 +269,15 @@ def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, sta
                 stopped=stopped,
                 max_cost_usd=cap,
                 annotated=annotate,
-                counts=Counts(records=stats.records_done, samples=count, errors=dict(stats.errors)),
+                counts=Counts(records=stats.records_done, samples=count, errors=dict(stats.errors),
+                              rejected=dispatcher.rejections),
                 usage=dict(stats.models),
                 started_at=started_at,
                 completed_at=completed_at,
                 duration_s=round(time.monotonic() - started, 3),
                 output=FileState(path=project.relative(samples_target or paths.samples), sha256=output_sha or ""),
                 errors_output=FileState(path=project.relative(errors_target), sha256=errors_sha),
+                rejected_output=rejected,
                 **(deduped.manifest_fields if deduped is not None else {}),
             )
             if failure is not None:
@@ -281,6 +294,8 @@ def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, sta
             leftover.unlink(missing_ok=True)
         if deduped is None or not deduped.removed:  # an earlier output's removed samples are not this one's
             paths.removed.unlink(missing_ok=True)
+        if rejected is None:  # nor an earlier output's rejected ones
+            paths.rejected.unlink(missing_ok=True)
         if pipeline.uses_feedback():  # what this run made becomes examples for the next
             pipeline.feedback_store().record_run(name, paths.samples, paths.errors)
     finally:

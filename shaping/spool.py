@@ -22,7 +22,7 @@ _serial = itertools.count()
 
 def remove_leftovers(folder: Path, stem: str) -> list[Path]:
     """Delete spools a killed run of `stem` left behind (call it holding that pipeline's lock)."""
-    pattern = re.compile(rf"^\.{re.escape(stem)}(\.errors)?\.\d+\.\d+\.spool$")
+    pattern = re.compile(rf"^\.{re.escape(stem)}(\.errors|\.rejected)?\.\d+\.\d+\.spool$")
     removed = [p for p in folder.glob(f".{stem}*.spool") if pattern.match(p.name)]
     for path in removed:
         path.unlink(missing_ok=True)

@@ -4,8 +4,8 @@
 import hashlib
 import json
 import os
+import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -13,7 +13,7 @@ from shaping.errors import PipelineDefinitionError, ShapingError
 from shaping.pipeline import Pipeline
 from shaping.quality.dedupe import DedupeSettings, dedupe, prompt_text, response_text
 from tests.conftest import read_jsonl, write_project
-from tests.test_cli import isf, one_line_error
+from tests.test_cli import ISF, isf, one_line_error
 
 #: a 40-word answer; NEAR has its 21st word changed (word 3-grams: Jaccard 35/41, about 0.85)
 LONG = ("the keeper climbs the spiral stairs each evening to light the great lamp while gulls circle "
@@ -144,7 +144,7 @@ def test_settings_are_checked():
                          ({"on": "answers"}, "on must be one of both, prompt, response, got 'answers'"),
                          ({"treshold": 0.9}, "unknown key(s) 'treshold'"),
                          ("fuzzy", 'expected "exact" or a dict')):
-        with pytest.raises(ValueError, match=None) as info:
+        with pytest.raises(ValueError) as info:
             DedupeSettings.parse(bad)
         assert message in str(info.value)
 
@@ -293,8 +293,8 @@ def test_validate_and_report_show_what_dedupe_would_remove(crafted):
     assert '<div class="figure" id="count-dedupe">2</div>' in html
     assert "dedupe would remove 2 of 7 samples: 2 exact, 0 near" in html
     assert "<td>exact pair</td>" in html and "isf pipeline dedupe crafted --near 0.9" in html
-    (crafted / "pipelines" / "crafted.py").write_text(
-        PIPELINE.format(rows=CRAFTED).replace('name = "crafted"', 'name = "crafted"\n    quality = {"dedupe_near": 0.8}'))
+    stricter = PIPELINE.format(rows=CRAFTED).replace('name = "crafted"', 'name = "crafted"\n    quality = {"dedupe_near": 0.8}')
+    (crafted / "pipelines" / "crafted.py").write_text(stricter)
     assert "3 of 7 samples: 2 exact, 1 near (>= 0.8)" in isf(crafted, "pipeline", "validate", "crafted").stdout
 
 
@@ -322,9 +322,6 @@ def test_no_output_yet_and_no_datasketch(tmp_path):
     hide.mkdir(parents=True)
     (hide / "__init__.py").write_text("raise ImportError('hidden for the test')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hide.parent), os.environ.get("PYTHONPATH", "")])}
-    import subprocess
-    from tests.test_cli import ISF
-
     run = lambda *a: subprocess.run([ISF, *a], cwd=tmp_path, capture_output=True, text=True, timeout=60,  # noqa: E731
                                     env={**env, "COLUMNS": "200"})
     one_line_error(run("pipeline", "dedupe", "crafted", "--near", "0.9"), "pip install 'shaping[dedupe]'")

@@ -103,8 +103,12 @@ def test_listing_and_status_of_the_repo_never_reach_the_hub(monkeypatch):
 
 def test_honesty_on_the_mock_model(tmp_path):
     result, samples, errors = run_shipped("honesty-dataset", tmp_path, limit=2)
-    assert errors == [] and len(samples) == 10
+    rejected = read_jsonl(result.paths.rejected) if result.paths.rejected.exists() else []
+    assert errors == [] and len(samples) + len(rejected) == 10 and result.manifest.counts.rejected == len(rejected)
     assert all(-2 <= s["metadata"]["reward"] <= 2 and s["metadata"]["source"] == "model" for s in samples)
+    # the mock judge's scores are arbitrary (but fixed): the threshold sorts them either way
+    assert all(s["metadata"]["judge"]["score"] >= 3 for s in samples)
+    assert all(r["judge"]["score"] < 3 and r["reason"].endswith("under min_judge_score 3") for r in rejected)
 
 
 def test_honesty_template_mode_is_offline_and_deterministic(tmp_path):
@@ -145,6 +149,7 @@ def honesty_project(tmp_path):
 def run_honesty(project, **attrs):
     pipeline = discover(project)["honesty-dataset"].cls(project)
     pipeline.examples_per_topic, pipeline.batch_size = 4, 4
+    pipeline.check_rewards = False  # the judge has a test of its own
     for key, value in attrs.items():
         setattr(pipeline, key, value)
     try:
@@ -200,3 +205,33 @@ def test_honesty_fallback_only_when_asked_and_marked(honesty_project):
     for sample in samples:
         assert sample["metadata"]["source"] == "template_fallback"
         assert "expected 4 examples, got 1" in sample["metadata"]["fallback_reason"]
+
+
+def test_honesty_rewards_are_checked_by_the_judge(honesty_project):
+    project, server = honesty_project
+
+    def reply(received):
+        if "You evaluate training data" not in received.messages[0]["content"]:
+            return json.dumps({"examples": [example(t, f"q{i}?") for i, t in enumerate(targets_of(received))]})
+        prompt = received.messages[1]["content"]
+        assert "<conversation>" in prompt and "Score the assistant's part" in prompt
+        level = int(prompt.split("Target level ")[1].split(":")[0])
+        # this judge finds every answer labelled as a lie a poor fit
+        return json.dumps({"rationale": f"level {level:+d} checked", "score": 1 if level < 0 else 5})
+
+    server.reply = reply
+    pipeline_cls = discover(project)["honesty-dataset"].cls
+    pipeline = pipeline_cls(project)
+    pipeline.examples_per_topic, pipeline.batch_size = 4, 4
+    result = run_pipeline(pipeline, limit=2, use_cache=False)
+    samples, rejected = read_jsonl(result.paths.samples), read_jsonl(result.paths.rejected)
+    judged = [r for r in server.received if "You evaluate training data" in r.messages[0]["content"]]
+    assert len(judged) == 8 and len(samples) + len(rejected) == 8 and rejected
+    assert all(s["metadata"]["target_reward"] >= 0 for s in samples)
+    assert all(s["metadata"]["judge"] == {"score": 5, "rationale": f"level {s['metadata']['target_reward']:+d} checked",
+                                          "scale": [1, 5]} for s in samples)
+    assert all(r["reason"] == "judge score 1 is under min_judge_score 3" and r["judge"]["score"] == 1
+               and r["messages"][0]["role"] == "user" for r in rejected)
+    assert result.manifest.counts.rejected == len(rejected) and result.manifest.counts.samples == len(samples)
+    assert result.manifest.rejected_output.path == "training/data/rejected/honesty-dataset.jsonl"
+

@@ -34,6 +34,7 @@ from shaping.providers.base import UnsupportedRequest
 from shaping.requests import (
     LLMMessage, LLMRequest, ModelRequest, ModelResponse, ResponseError, TextPart, model_request,
 )
+from shaping.judge import rejected_line
 from shaping.samples import ErrorDetails, ErrorRecord, TrainingSample, annotated_line
 from shaping.spool import SampleSpool, Spool
 
@@ -89,6 +90,7 @@ class Dispatcher:
         limits: Callable[[str, Any], Any] | None = None,
         stand_in: StandIn | None = None,
         budget: Budget | None = None,
+        reject: Callable[[TrainingSample], str | None] | None = None,
     ) -> None:
         self.project = project
         self.pipeline_name = pipeline_name
@@ -107,6 +109,10 @@ class Dispatcher:
         self.stand_in = stand_in
         #: the run's cost cap: records are taken only while it allows
         self.budget = budget
+        #: why a sample stays out of the output (the pipeline's min_judge_score), or None
+        self.reject = reject
+        self._rejected: Spool | None = None
+        self.rejections = 0
         self._channels: dict[str, ModelChannel] = {}
         self._providers: list[Provider] = []
         self._channel_lock = anyio.Lock()
@@ -264,6 +270,14 @@ class Dispatcher:
             self.spools.append(self._errors)
         return self._errors
 
+    @property
+    def rejected(self) -> Spool:
+        """Samples that `reject` kept out of the output, each with the reason, in input order."""
+        if self._rejected is None:
+            self._rejected = Spool(self.spool_dir, f"{self.pipeline_name}.rejected")
+            self.spools.append(self._rejected)
+        return self._rejected
+
     def discard_spools(self) -> None:
         for spool in self.spools:
             spool.discard()
@@ -349,12 +363,27 @@ class Dispatcher:
     def _write(self, samples: SampleSpool, record: Any, outcome: Outcome) -> None:
         if outcome.error_type:
             self.errors.write(self._error_record(record, outcome).to_json())
-        elif self.annotate:
+            return
+        if self.reject is not None:
+            outcome.samples = self.keep(outcome.samples)
+        if self.annotate:
             for sample in outcome.samples:
                 samples.write(self._annotated_json(sample, record, outcome))
         else:
             for sample in outcome.samples:
                 samples.write(sample.minimal_json())
+
+    def keep(self, samples: list[TrainingSample]) -> list[TrainingSample]:
+        """The samples `reject` lets through; the others go to `rejected` with the reason."""
+        kept = []
+        for sample in samples:
+            reason = self.reject(sample)
+            if reason is None:
+                kept.append(sample)
+            else:
+                self.rejected.write(rejected_line(sample, reason))
+                self.rejections += 1
+        return kept
 
     def _annotated_json(self, sample: TrainingSample, record: Any, outcome: Outcome) -> bytes:
         """An `AnnotatedTrainingSample`'s line, byte for byte what `to_line` would write, without

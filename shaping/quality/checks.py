@@ -49,6 +49,8 @@ class Thresholds(BaseModel):
     max_error_rate: float = Field(default=0.05, ge=0, le=1)
     #: the near-duplicate threshold the "dedupe would remove" line uses (with datasketch installed)
     dedupe_near: float = Field(default=0.9, gt=0, le=1)
+    #: samples an LLM judge scored lower are kept out of the output by the run (shaping.judge)
+    min_judge_score: float | None = None
 
     @classmethod
     def for_pipeline(cls, pipeline_cls: type) -> "Thresholds":
@@ -175,8 +177,44 @@ def run_checks(data: Dataset, limits: Thresholds) -> list[Check]:
     checks.append(Check("error rate", rate <= limits.max_error_rate, f"{errors} errors ({rate:.1%})",
                         f"<= {limits.max_error_rate:.1%}"))
     checks.append(dedupe_check(data, limits))
+    checks.append(judge_check(data, limits))
     checks.extend(turn_figures(data))
     return checks
+
+
+def judge_scores(data: Dataset) -> tuple[Counter, int]:
+    """How many samples got each judge score (metadata["judge"], annotated outputs only), and
+    how many have no verdict."""
+    scores: Counter = Counter()
+    unjudged = 0
+    for sample in data.samples:
+        metadata = sample.get("metadata")
+        verdict = metadata.get("judge") if isinstance(metadata, dict) else None
+        if isinstance(verdict, dict) and isinstance(verdict.get("score"), (int, float)):
+            scores[verdict["score"]] += 1
+        else:
+            unjudged += 1
+    return scores, unjudged
+
+
+def judge_check(data: Dataset, limits: Thresholds) -> Check:
+    """The judge's score distribution; with min_judge_score, no kept sample may be under it
+    (the run moves them to the rejected file: one here was edited in, or judged otherwise)."""
+    scores, unjudged = judge_scores(data)
+    rejected = data.manifest.counts.rejected if data.manifest is not None else 0
+    if not scores:
+        return Check("judge scores", True, "no sample has a judge verdict", "-", kind="unknown"
+                     if limits.min_judge_score is not None else "info")
+    judged = sum(scores.values())
+    mean = sum(score * n for score, n in scores.items()) / judged
+    figure = (", ".join(f"{score}: {n}" for score, n in sorted(scores.items())) + f" (mean {mean:.2f})"
+              + (f"; {unjudged} not judged" if unjudged else "") + (f"; {rejected} rejected by the run" if rejected else ""))
+    if limits.min_judge_score is None:
+        return Check("judge scores", True, figure, "-", kind="info")
+    low = [s for s in data.samples if isinstance((v := (s.get("metadata") or {}).get("judge")), dict)
+           and isinstance(v.get("score"), (int, float)) and v["score"] < limits.min_judge_score]
+    return Check("judge scores", not low, figure, f"none under {limits.min_judge_score:g}",
+                 problems=tuple(f"sample {s.get('id')}: judge score {s['metadata']['judge']['score']}" for s in low))
 
 
 def dedupe_preview(data: Dataset, limits: Thresholds):

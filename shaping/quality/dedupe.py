@@ -41,7 +41,7 @@ from shaping.errors import ShapingError
 from shaping.quality.turns import calls_text, split_think, tool_calls_of
 
 ON = ("both", "prompt", "response")
-SHINGLE = 3
+SHINGLE = 3  # words a shingle (shingles() spells out the three)
 NUM_PERM = 128
 SEED = 1
 #: the LSH index bands for at most this similarity (datasketch: b >= 2 with 128 permutations)
@@ -155,7 +155,7 @@ def shingles(text: str) -> set[bytes]:
     words = WORDS.findall(text.casefold())
     if len(words) <= SHINGLE:
         return {" ".join(words).encode("utf-8")} if words else set()
-    return {f"{a} {b} {c}".encode("utf-8") for a, b, c in zip(words, words[1:], words[2:])}  # SHINGLE words
+    return {f"{a} {b} {c}".encode("utf-8") for a, b, c in zip(words, words[1:], words[2:])}
 
 
 # -- the result -------------------------------------------------------------------------------

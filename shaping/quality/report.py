@@ -15,7 +15,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from shaping.quality.checks import Check, counts, errors_by_type
+from shaping.quality.checks import Check, counts, errors_by_type, judge_scores
 from shaping.quality.dataset import Dataset, last_turn
 from shaping.quality.turns import Turn, calls_text, content_text, tool_calls_of
 
@@ -49,9 +49,9 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _histogram(values: list[int], title: str, bins: int = 20) -> dict[str, Any]:
+def _histogram(values: list[int], title: str, bins: int = 20, unit: str = "chars") -> dict[str, Any]:
     if not values:
-        return {"title": title, "bars": []}
+        return {"title": title, "bars": [], "unit": unit}
     low, high = min(values), max(values)
     width = max(1, (high - low + bins) // bins)
     tally = [0] * bins
@@ -60,7 +60,7 @@ def _histogram(values: list[int], title: str, bins: int = 20) -> dict[str, Any]:
     top = max(tally)
     bars = [{"x": 30 + i * 25, "y": f"{130 - 120 * c / top:.1f}", "height": f"{120 * c / top:.1f}",
              "first": low + i * width, "last": low + (i + 1) * width - 1, "count": c} for i, c in enumerate(tally)]
-    return {"title": title, "bars": bars, "low": low, "high": high, "top": top,
+    return {"title": title, "bars": bars, "low": low, "high": high, "top": top, "unit": unit,
             "width": 40 + bins * 25, "high_x": bins * 25}
 
 
@@ -194,6 +194,14 @@ def render(data: Dataset, checks: list[Check], max_samples: int = 300, dedupe: A
     ]
     if dedupe is not None:
         figures.append(("dedupe would remove", len(dedupe.removed), "count-dedupe"))
+    if manifest and manifest.counts.rejected:
+        figures.append(("rejected by the judge", manifest.counts.rejected, "count-rejected"))
+    scores, _ = judge_scores(data)
+    histograms = [_histogram([len(r) for r in data.responses], "response length"),
+                  _histogram([len(p) for p in data.prompts], "prompt length")]
+    if scores:  # whole-number scores: one bar each
+        values = [int(score) for score, n in scores.items() for _ in range(n)]
+        histograms.append(_histogram(values, "judge score", bins=max(values) - min(values) + 1, unit="score"))
     run = {"started": f"{manifest.started_at:%Y-%m-%d %H:%M}", "duration": f"{manifest.duration_s:.1f}",
            "commit": str(manifest.git.commit or manifest.git.note), "limit": manifest.limit or ""} if manifest else None
     by_sample: dict[str, list[Turn]] = {}
@@ -208,8 +216,7 @@ def render(data: Dataset, checks: list[Check], max_samples: int = 300, dedupe: A
         figures=[{"label": label, "value": value, "id": fid} for label, value, fid in figures],
         checks=[_check(c) for c in checks],
         dedupe=_dedupe(data, dedupe),
-        histograms=[_histogram([len(r) for r in data.responses], "response length"),
-                    _histogram([len(p) for p in data.prompts], "prompt length")],
+        histograms=histograms,
         errors=[{"kind": kind, "count": len(items), "example": str(items[0].get("id")),
                  "message": str(items[0].get("message"))[:300]} for kind, items in errors_by_type(data).items()],
         samples=[_sample(s, by_sample.get(str(s.get("id")), [])) for s in shown],
