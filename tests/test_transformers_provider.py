@@ -483,3 +483,34 @@ def test_chat_template_fingerprint_covers_the_template_and_its_kwargs(tmp_path, 
     assert plain == hashlib.sha256(f"{template}\n{{}}".encode()).hexdigest()
     assert fingerprint(think_model, "chat_template_kwargs = {enable_thinking = false}") != plain
     assert fingerprint(scripted_model) != plain
+
+
+def test_a_dry_run_counts_prompt_tokens_with_the_model_tokenizer_and_loads_no_weights(tmp_path, tiny_model, monkeypatch):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from shaping.discovery import discover
+    from shaping.dry_run import dry_run_pipeline
+
+    project = local_project(tmp_path, tiny_model)
+    (tmp_path / "pipelines" / "story.py").write_text(
+        "from shaping.pipeline import Pipeline, TrainingSample, model_request\n\n"
+        "class Story(Pipeline):\n"
+        "    name = 'story'\n"
+        "    m = Pipeline.model_dep('local')\n"
+        "    def run(self):\n"
+        "        return self.run_task(self.task, records=[{'id': '1', 'q': 'the fox and the grapes'},\n"
+        "                                                 {'id': '2', 'q': 'write one line'}])\n"
+        "    def task(self, record):\n"
+        "        a = yield model_request([{'role': 'system', 'content': 'be brief'},\n"
+        "                                 {'role': 'user', 'content': record['q']}], model=self.m, max_tokens=7)\n"
+        "        return TrainingSample(id=record['id'], messages=[{'role': 'user', 'content': record['q']}, a.as_message()])\n")
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("weights loaded in a dry run")))
+    estimate = dry_run_pipeline(discover(project)["story"].cls(project))
+    (local,) = estimate.models
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    expected = sum(len(tokenizer(tokenizer.apply_chat_template(
+        [{"role": "system", "content": "be brief"}, {"role": "user", "content": q}], tokenize=False,
+        add_generation_prompt=True), add_special_tokens=False).input_ids) for q in ("the fox and the grapes", "write one line"))
+    assert (local.requests, local.prompt_tokens, local.completion_tokens) == (2, expected, 14)  # answers capped at max_tokens
+    assert local.prompt_counted_by == "prompt tokens counted by the model's tokenizer" and local.local
