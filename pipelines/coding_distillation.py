@@ -1,9 +1,12 @@
 """coding-distillation: a teacher model answers a weighted mix of coding prompts.
 
-The prompts come from pipelines/prompts/coding.toml: templates over 9 categories and 7
-languages, mixed with a curated collection (preview the mix: `isf prompts preview
-pipelines/prompts/coding.toml`). Each answer becomes a user/assistant training conversation;
-the teacher's system prompt shapes the answers but is not part of the sample.
+The prompts come from pipelines/prompts/coding.toml: 36 template categories in 9 areas (code
+generation 25%, debugging 20%, tool usage 15%, testing 10%, multi-step 10%, documentation,
+optimisation, real-world and explanation 5% each) over 7 languages, with curated prompts
+mixed into their categories. Preview the mix, each share beside its target:
+`isf prompts preview pipelines/prompts/coding.toml --count 10000`. Each answer becomes a
+user/assistant training conversation; the teacher's system prompt shapes the answers but is
+not part of the sample.
 
 Run it:   isf pipeline run coding-distillation --limit 20
 """
@@ -16,7 +19,13 @@ TEACHER_SYSTEM = """You are an expert programming teacher. For every question:
 - give complete, working code, never fragments with "..." in place of logic;
 - reason step by step before the final solution, and say why it is correct;
 - cover edge cases and errors the code must handle;
-- tag every code block with its language (```python, ```typescript, ...)."""
+- tag every code block with its language (```python, ```typescript, ...);
+- when the task uses tools (a command, a file, an HTTP API, a function call), show each tool call as JSON
+  (```json with "name" and "arguments") with a clear one-line description of what it does and why;
+- when debugging, name the root cause first (what is wrong and why it fails), then give the fix and how
+  to check that it works;
+- for multi-step tasks (a project, a refactoring, a migration), describe the approach and the steps before
+  the implementation, then implement them in order."""
 
 
 class CodingDistillation(Pipeline):
@@ -25,7 +34,7 @@ class CodingDistillation(Pipeline):
     teacher = Pipeline.model_dep("teacher")
     count = 200  # prompts drawn per run
     seed = 7
-    existing_weight = 0.5  # share of curated prompts
+    existing_weight = 0.5  # chance of a curated prompt when the drawn category has unused ones
 
     def run(self):
         generator = PromptGenerator.from_file(self.prompts.path / "coding.toml")
@@ -43,7 +52,7 @@ class CodingDistillation(Pipeline):
             id=record["id"],
             messages=[{"role": "user", "content": record["prompt"]},
                       {"role": "assistant", "content": answer.get_text()}],
-            metadata={k: record[k] for k in ("category", "language", "source")},
+            metadata={k: record[k] for k in ("category", "area", "language", "source")},
         )
 
 

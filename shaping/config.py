@@ -41,6 +41,12 @@ class ModelConfig(BaseModel):
     #: through the provider's batch API (default: half the online prices)
     price_per_million_batch_input: float | None = Field(default=None, ge=0)
     price_per_million_batch_output: float | None = Field(default=None, ge=0)
+    #: send this model's run_task requests through the provider's batch API (see shaping.dispatch.batch)
+    batch: bool = False
+    #: in batch mode: seconds between polls of a submitted batch
+    batch_poll_s: float = Field(default=30.0, gt=0)
+    #: in batch mode: the longest a request waits for its round to form (see shaping.dispatch.batch)
+    batch_gather_s: float = Field(default=60.0, gt=0)
     params: dict[str, Any] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
 

@@ -343,17 +343,37 @@ class BoundKShot(BoundFile):
 
 
 class FeedbackDep(Dependency):
-    """`Pipeline.feedback(examples=3)`: learn from earlier runs (see `shaping.feedback`).
+    """`Pipeline.feedback(examples=3, failures=0, progressive=False, start=0,
+    retry_on=("validation_error",))`: learn from earlier runs (see `shaping.feedback`).
 
     Each run records its samples and failures in the project's feedback store; in a task,
     `self.feedback.conversation(prompt, system=...)` puts the most similar successful examples
-    before the prompt as user/assistant turns.
+    before the prompt as user/assistant turns and, with `failures=N`, the N most similar earlier
+    failures after it as "previous errors to avoid". With `progressive=True` a record's first
+    try has `start` examples, and a record failing with an error type in `retry_on` is run once
+    more with all `examples` (`self.feedback.retrying` is then True) before its error is recorded.
     """
 
-    def __init__(self, examples: int = 3) -> None:
-        if not isinstance(examples, int) or examples < 0:
-            raise TypeError(f"feedback: examples must be a non-negative integer, got {examples!r}")
+    def __init__(self, examples: int = 3, failures: int = 0, progressive: bool = False, start: int = 0,
+                 retry_on: Any = ("validation_error",)) -> None:
+        for label, value in (("examples", examples), ("failures", failures), ("start", start)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise TypeError(f"feedback: {label} must be a non-negative integer, got {value!r}")
+        if not isinstance(progressive, bool):
+            raise TypeError(f"feedback: progressive must be True or False, got {progressive!r}")
+        if progressive and start >= examples:
+            raise TypeError(f"feedback: with progressive=True, start ({start}) must be fewer than examples "
+                            f"({examples}): the retry is the try with all of them")
+        if isinstance(retry_on, str):
+            retry_on = (retry_on,)
+        if not isinstance(retry_on, (tuple, list, set, frozenset)) or not retry_on or \
+                not all(isinstance(t, str) and t for t in retry_on):
+            raise TypeError(f"feedback: retry_on must be error types such as ('validation_error',), got {retry_on!r}")
         self.examples = examples
+        self.failures = failures
+        self.progressive = progressive
+        self.start = start
+        self.retry_on = frozenset(retry_on)
 
     def bind(self, instance: Any) -> "BoundFeedback":
         return BoundFeedback(self, instance.feedback_store(), instance.name)
@@ -363,8 +383,38 @@ class BoundFeedback:
     def __init__(self, dep: FeedbackDep, store: Any, pipeline: str) -> None:
         self.dep, self.store, self.pipeline = dep, store, pipeline
 
+    @property
+    def attempt(self) -> int:
+        """0: the record's first try; 1: the progressive retry (see FeedbackDep)."""
+        from shaping.record_hooks import current
+
+        now = current()
+        return now.attempt if now is not None else 0
+
+    @property
+    def retrying(self) -> bool:
+        """Whether this is the record's progressive retry, the try with all the examples."""
+        return self.attempt > 0
+
+    @property
+    def k(self) -> int:
+        """How many examples this try has: `start` on a progressive first try, else `examples`."""
+        return self.dep.start if self.dep.progressive and not self.retrying else self.dep.examples
+
     def similar(self, prompt: str, k: int | None = None) -> list[Any]:
-        return self.store.similar(self.pipeline, prompt, self.dep.examples if k is None else k)
+        return self.store.similar(self.pipeline, prompt, self.k if k is None else k)
+
+    def failures(self, prompt: str, k: int | None = None) -> list[Any]:
+        """The most similar earlier failures (`shaping.feedback.Failure`: type, message), best first."""
+        return self.store.similar_failures(self.pipeline, prompt, self.dep.failures if k is None else k)
+
+    def avoid(self, prompt: str, k: int | None = None) -> str:
+        """The "previous errors to avoid" section for `prompt` (type and message of each similar
+        earlier failure), or "" when there is none."""
+        from shaping.feedback import AVOID_HEADER
+
+        found = self.failures(prompt, k)
+        return "\n".join([AVOID_HEADER, *(f.line() for f in found)]) if found else ""
 
     def messages(self, prompt: str, k: int | None = None) -> list[dict[str, str]]:
         turns: list[dict[str, str]] = []
@@ -372,6 +422,9 @@ class BoundFeedback:
             turns += [{"role": "user", "content": example.prompt}, {"role": "assistant", "content": example.output}]
         return turns
 
-    def conversation(self, prompt: str, system: str | None = None, k: int | None = None) -> list[dict[str, str]]:
-        """`[system] + the most similar earlier examples + the user prompt`."""
-        return conversation(self.messages(prompt, k), prompt, system)
+    def conversation(self, prompt: str, system: str | None = None, k: int | None = None,
+                     failures: int | None = None) -> list[dict[str, str]]:
+        """`[system] + the most similar earlier examples + the user prompt`, the prompt followed
+        by the most similar earlier failures when the dependency asks for them."""
+        avoid = self.avoid(prompt, failures)
+        return conversation(self.messages(prompt, k), f"{prompt}\n\n{avoid}" if avoid else prompt, system)

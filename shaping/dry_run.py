@@ -88,6 +88,9 @@ def dry_run_pipeline(pipeline: Pipeline, *, limit: int | None = None, workers: i
         with tempfile.TemporaryDirectory(prefix="isf-dry-run-") as spool_dir:
             dispatcher = Dispatcher(project, pipeline.name, workers=workers or pipeline.workers, annotate=False,
                                     stats=stats, cache=cache, spool_dir=Path(spool_dir), stand_in=stand_in)
+            from shaping.record_hooks import record_driver
+
+            dispatcher.drive_record = record_driver(pipeline)  # as a run drives records (variants, retries)
             pipeline.limit = limit
             try:
                 with quiet_collector(), start_blocking_portal(backend_options=event_loop_options()) as portal:

@@ -76,6 +76,23 @@ class DatasetState(_Model):
         return self.model_dump(include={"path", "source", "split", "revision", "data_files", "columns"})
 
 
+class BatchRecord(_Model):
+    """One provider batch of a run (shaping.dispatch.batch): its id, model, size, last status,
+    the round it formed (None: an earlier run's, re-attached)."""
+
+    id: str | None
+    model: str
+    requests: int
+    status: str
+    round: int | None = None
+    reattached: bool = False
+
+
+def batch_records(stats: Any) -> list[BatchRecord]:
+    return [BatchRecord(id=b.id, model=b.model, requests=b.requests, status=b.status, round=b.round,
+                        reattached=b.reattached) for b in stats.batches.values()]
+
+
 class Counts(_Model):
     records: int
     samples: int
@@ -112,6 +129,12 @@ class Manifest(_Model):
     model_deps: dict[str, ModelState]
     kshot: dict[str, KShotState] = Field(default_factory=dict)
     dataset_deps: dict[str, DatasetState] = Field(default_factory=dict)
+    #: every parameter's value in the run (see shaping.params), as JSON
+    params: dict[str, Any] = Field(default_factory=dict)
+    #: the parameters the run set (--set, set_params); the others had the class's defaults
+    params_set: list[str] = Field(default_factory=list)
+    #: files the run read by a name given at run time (Pipeline.read_project_file), by path
+    files_read: dict[str, FileState] = Field(default_factory=dict)
     limit: int | None
     #: why the run stopped before its last record (the cost cap), or None: it took them all
     stopped: str | None = None
@@ -120,6 +143,8 @@ class Manifest(_Model):
     annotated: bool
     counts: Counts
     usage: dict[str, ModelUsage]  # the run's own counters, recorded as they are
+    #: batch mode: the provider batches this run submitted or re-attached to
+    batches: list[BatchRecord] = Field(default_factory=list)
     started_at: datetime
     completed_at: datetime
     duration_s: float

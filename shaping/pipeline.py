@@ -11,6 +11,16 @@
         def ask(self, record):
             answer = yield model_request([{"role": "user", "content": record["fact"]}], model=self.judge)
             return TrainingSample(id=record["id"], messages=[...])
+
+Parameters: a pipeline's public class attributes with a simple value (str, int, float, bool,
+None, list, tuple, dict), or any annotated value, are its run parameters, typed by the
+annotation or else by the default. `isf pipeline run NAME --set batch_size=3` (or
+`python pipelines/x.py --set ...`, or `pipeline.set_params(batch_size=3)`) overrides them for
+one run; `isf pipeline list --params` shows them. Not parameters: Pipeline's own settings
+(name, annotated, workers, dedupe, max_cost_usd, quality), dependencies, methods, names that
+start with `_` or are UPPER_CASE, and attributes annotated `ClassVar[...]`. A run records every
+parameter's value in its manifest; while the output was made with other values than the class
+declares, `isf pipeline status` calls it STALE (changed_params). See shaping.params.
 """
 
 from __future__ import annotations
@@ -23,7 +33,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from shaping.config import Project
 from shaping.deps import BoundKShot, DatasetDep, FeedbackDep, FileDep, KShotDep, ModelDep
-from shaping.errors import PipelineDefinitionError, PipelineError, ShapingError
+from shaping.errors import DependencyError, PipelineDefinitionError, PipelineError, ShapingError
+from shaping.params import Param, declared_params
 from shaping.requests import ModelResponse, model_request
 from shaping.samples import AnnotatedTrainingSample, TrainingSample
 
@@ -60,11 +71,17 @@ class Pipeline:
     #: stop taking records once a run would spend more than this many US dollars
     #: (`--max-cost` overrides; see shaping.dispatch.budget)
     max_cost_usd: ClassVar[float | None] = None
+    #: quality gates: {"max_error_rate": 0.5, "min_judge_score": N} (see shaping.runner, shaping.judge)
+    quality: ClassVar[dict[str, Any] | None] = None
+    #: prompt A/B: {"plain": ..., "step_by_step": ...}; `self.variant(record)` gives a record's
+    #: (name, value), the same in every run (see shaping.variants)
+    variants: ClassVar[dict[str, Any] | None] = None
 
     file_deps: ClassVar[dict[str, FileDep]] = {}
     model_deps: ClassVar[dict[str, ModelDep]] = {}
     dataset_deps: ClassVar[dict[str, DatasetDep]] = {}
     _uses_feedback: ClassVar[bool] = False
+    _params: ClassVar[dict[str, Param]] = {}
 
     file_dep = staticmethod(FileDep)
     model_dep = staticmethod(ModelDep)
@@ -98,6 +115,10 @@ class Pipeline:
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or not cap > 0):
             raise PipelineDefinitionError(f"{where}: max_cost_usd must be a positive number of US dollars, "
                                           f"got {cap!r}")
+        if cls.variants is not None:
+            from shaping.variants import check_variants
+
+            check_variants(cls)
         files: dict[str, FileDep] = {}
         models: dict[str, ModelDep] = {}
         datasets: dict[str, DatasetDep] = {}
@@ -114,6 +135,7 @@ class Pipeline:
                     feedback = True
         cls.file_deps, cls.model_deps, cls._uses_feedback = files, models, feedback
         cls.dataset_deps = datasets
+        cls._params = declared_params(cls, Pipeline)
 
     def __init__(self, project: Project | None = None) -> None:
         self.project = project or Project.find(self.source_dir())
@@ -123,6 +145,8 @@ class Pipeline:
         self._kshot_overrides: dict[str, Any] = {}
         self._kshot_bound: dict[str, BoundKShot] = {}
         self._feedback_store: Any = None
+        self._params_set: dict[str, Any] = {}  # what set_params / --set gave this run
+        self._files_read: dict[str, Any] = {}  # what read_project_file read: {path: FileState}
 
     def __getstate__(self) -> dict[str, Any]:
         """What travels to a Ray worker: the pipeline and what run() set on it, not the run's
@@ -152,6 +176,44 @@ class Pipeline:
 
             self._feedback_store = FeedbackStore(self.project.feedback_path)
         return self._feedback_store
+
+    @classmethod
+    def parameters(cls) -> dict[str, Param]:
+        """The pipeline's run parameters by name (see the module docstring and shaping.params)."""
+        return cls._params
+
+    def set_params(self, **values: Any) -> None:
+        """Override parameters for this pipeline's runs (what `--set` does), each value checked
+        against the parameter's type: `pipeline.set_params(batch_size=3, mode="template")`."""
+        from shaping.params import unknown
+
+        for key, value in values.items():
+            if key not in self._params:
+                raise unknown(type(self), key)
+            value = self._params[key].validate(value, f"parameter {key}")
+            setattr(self, key, value)
+            self._params_set[key] = value
+
+    def param_values(self) -> dict[str, Any]:
+        """Every parameter's value for this pipeline (its class default unless set)."""
+        return {key: getattr(self, key) for key in self._params}
+
+    def read_project_file(self, relpath: str, what: str | None = None) -> str:
+        """Read a file named at run time (a parameter's path, say), relative to the project root,
+        like a file_dep: the run's manifest records its hash (`files_read`) and `status` says
+        STALE when it changes. Call it from run(). `what` names it in the error for a missing file."""
+        from shaping.manifest import file_state
+
+        path = (self.project.root / relpath).resolve()
+        what = what or "file"
+        if not path.is_file():
+            raise DependencyError(f"pipeline '{self.name}': {what}: {relpath} not found (looked for {path})")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DependencyError(f"pipeline '{self.name}': {what}: cannot read {relpath}: {exc}") from None
+        self._files_read[str(relpath)] = file_state(path, self.project.root)
+        return text
 
     @classmethod
     def kshot_deps(cls) -> dict[str, KShotDep]:
@@ -227,6 +289,13 @@ class Pipeline:
         from shaping.judge import judge_all
 
         return judge_all(model, samples, rubric, scale, **options)
+
+    def variant(self, record: Any = None) -> tuple[str, Any]:
+        """This record's prompt variant: `(name, value)` from `variants`, a function of the
+        record's id (left out: the record the task works on). See shaping.variants."""
+        from shaping.variants import variant_for
+
+        return variant_for(self, record)
 
     def _require_runtime(self, what: str) -> "Runtime":
         if self._runtime is None:

@@ -10,7 +10,8 @@ A model's prices come from, first to last:
    `base_url`, or theirs): the list prices in US dollars per million tokens as published on
    `BUILT_IN_AS_OF`. Prices change: check them and set your own where it matters.
 Batch APIs cost half the online price unless a batch price is given. Local models
-(transformers, mock) cost nothing; any other model without prices has no cost (None).
+(transformers, mock) and self-hosted servers (the ollama and vllm presets) cost nothing; any
+other model without prices has no cost (None).
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class Prices:
 
 
 FREE = Prices(0.0, 0.0, source="local model")
+SELF_HOSTED = Prices(0.0, 0.0, source="self-hosted server")
 
 
 def built_in(model: str) -> tuple[str, tuple[float, float, float | None, float | None]] | None:
@@ -108,6 +110,11 @@ def prices_for(name: str, config: ModelConfig, provider: str | None,
                       own.batch_output, source=f'shaping.toml prices."{config.model}"')
     if provider in LOCAL_PROVIDERS:
         return FREE
+    from shaping.providers.registry import preset_for
+
+    preset = preset_for(provider)
+    if preset is not None and preset.self_hosted:
+        return SELF_HOSTED
     hosts = {urlsplit(url).hostname for url in (config.base_urls or [config.base_url])} - {None}
     if hosts <= OFFICIAL_HOSTS and provider in ("openai", "anthropic"):
         found = built_in(config.model)

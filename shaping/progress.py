@@ -5,6 +5,8 @@ The display reads the run's counters a few times a second; the dispatcher never 
 
 from __future__ import annotations
 
+from collections import Counter
+
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress_bar import ProgressBar
@@ -29,7 +31,13 @@ class RunDisplay:
         self.name = name
         self._live: Live | None = None
 
-    def render(self) -> Table:
+    def render(self) -> Table | Group:
+        grid = self._records_line()
+        if self.stats.batches:
+            return Group(grid, batch_line(self.stats))
+        return grid
+
+    def _records_line(self) -> Table:
         s = self.stats
         grid = Table.grid(padding=(0, 1))
         total = s.records_total
@@ -54,6 +62,20 @@ class RunDisplay:
     def __exit__(self, *exc) -> None:
         if self._live is not None:
             self._live.__exit__(*exc)
+
+
+def batch_line(s: RunStats) -> Text:
+    """Batch mode: the round, the batches open and their status, requests, time waiting."""
+    open_ = [b for b in s.batches.values() if not b.done]
+    statuses = Counter(b.status for b in open_)
+    parts = [f"round {s.batch_rounds}" if s.batch_rounds else "no round yet"]
+    if open_:
+        parts.append(f"{len(open_)} batch{'es' if len(open_) > 1 else ''} open ("
+                     + ", ".join(f"{n} {status}" for status, n in statuses.most_common()) + ")")
+        parts.append(f"{sum(b.succeeded + b.failed for b in open_):,}/{sum(b.requests for b in open_):,} requests done")
+    parts.append(f"{len(s.batches)} in all")
+    parts.append(f"waiting {_duration(s.waiting_s)}")
+    return Text("  batches: " + " · ".join(parts), style="cyan")
 
 
 def summary(result, console: Console) -> None:
@@ -91,7 +113,16 @@ def summary(result, console: Console) -> None:
     if priced:
         total = sum(u.cost_usd or 0.0 for u in m.usage.values())
         cap = f" of the ${m.max_cost_usd:,.2f} cap" if m.max_cost_usd is not None else ""
-        lines.append(Text(f"  cost: {_usd(total)}{cap} (answers from the cache cost nothing)", style="dim"))
+        in_batch = sum(u.batch_requests for u in m.usage.values())
+        batch = f"; {in_batch:,} answers from batches, at batch prices" if in_batch else ""
+        lines.append(Text(f"  cost: {_usd(total)}{cap} (answers from the cache cost nothing{batch})", style="dim"))
+    if m.batches:
+        rounds = max((b.round or 0 for b in m.batches), default=0)
+        shown = ", ".join(f"{b.id or '?'} ({b.model}, {b.requests:,}, {b.status})" for b in m.batches[:4])
+        more = f", ... ({len(m.batches) - 4} more in the manifest)" if len(m.batches) > 4 else ""
+        waited = f", waited {_duration(result.stats.waiting_s)}" if result.stats is not None else ""
+        lines.append(Text(f"  batches: {len(m.batches)} in {rounds} round{'s' if rounds != 1 else ''}{waited}: "
+                          f"{shown}{more}", style="dim"))
     paths = Table.grid(padding=(0, 2))
     if result.failure is not None:
         paths.add_row(Text("  FAILED", style="bold red"), "outputs not replaced")

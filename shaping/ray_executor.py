@@ -135,6 +135,7 @@ def _run_shard(pipeline: Any, method: str, records: list, first_index: int, sett
     import ray
 
     from shaping.providers.registry import restore_registrations
+    from shaping.record_hooks import record_driver
 
     restore_registrations(providers or {})
     task = getattr(pipeline, method)
@@ -150,6 +151,7 @@ def _run_shard(pipeline: Any, method: str, records: list, first_index: int, sett
             spool_dir=Path(tmp),
             limits=(lambda name, config: _RemoteLimits(permit_actor, name, config)) if permit_actor else None,
         )
+        dispatcher.drive_record = record_driver(pipeline)  # variants, the progressive retry, as locally
 
         async def main() -> SampleSpool:
             async with dispatcher.session():

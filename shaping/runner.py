@@ -26,17 +26,21 @@ from shaping.deps import BoundKShot
 from shaping.dispatch.driver import describe, now
 from shaping.errors import DependencyError, PipelineError, RunFailedError, ShapingError, TaskContractError
 from shaping.gitinfo import git_state
+from shaping.history import RunHistory
 from shaping.judge import min_score_of, rejection
 from shaping.lock import RunLock
 from shaping.manifest import (
-    Counts, FileState, KShotState, Manifest, file_state, model_state, source_hashes,
+    Counts, FileState, KShotState, Manifest, batch_records, file_state, model_state, source_hashes,
 )
 from shaping.output import AtomicWriter, OutputPaths, output_paths
+from shaping.params import jsonable
 from shaping.pipeline import Pipeline
 from shaping.dispatch.budget import Budget
 from shaping.dispatch.dispatcher import unpriced
 from shaping.prices import prices_for
+from shaping.providers.batch import batched
 from shaping.providers.registry import check_model, resolve_provider_name
+from shaping.record_hooks import record_driver
 from shaping.samples import AnnotatedTrainingSample, TrainingSample
 from shaping.spool import SampleSpool, remove_leftovers
 from shaping.quality.dedupe_output import check_option as check_dedupe_option, dedupe_run_output
@@ -116,6 +120,7 @@ def run_pipeline(
     executor: str = "local",
     address: str | None = None,
     max_cost: float | None = None,
+    batch: bool = False,
 ) -> RunResult:
     """Run `pipeline` and write its samples, errors and manifest; see the module docstring.
 
@@ -123,7 +128,9 @@ def run_pipeline(
     reads nor writes it), so an interrupted run resumes without paying twice.
     `executor="ray"` runs the tasks on a Ray cluster (`address`, default: local) with the same
     outputs (see shaping.ray_executor). `max_cost` (USD; default: the pipeline's `max_cost_usd`)
-    caps what the run spends: see shaping.dispatch.budget.
+    caps what the run spends: see shaping.dispatch.budget. `batch` puts every model whose
+    provider has a batch API in batch mode (as `batch = true` in a model's table does): see
+    shaping.dispatch.batch.
     """
     name = pipeline.name
     project = pipeline.project
@@ -140,10 +147,13 @@ def run_pipeline(
     files = check_file_deps(pipeline)
     check_dataset_deps(pipeline)
     models = {}
+    batch_models: list[str] = []  # in batch mode (shaping.dispatch.batch)
     for attr, dep in pipeline.model_deps.items():  # unknown model or provider, bad options: fail now
         config = project.model(dep.model_name)     # (keys are read when a model first sends)
-        check_model(dep.model_name, config)
+        if batched(dep.model_name, config, check_model(dep.model_name, config), batch):
+            batch_models.append(dep.model_name)
         models[attr] = model_state(dep.model_name, config)
+    check_batch_mode(batch_models, executor, use_cache, pipeline.max_cost_usd if max_cost is None else max_cost)
     cap = pipeline.max_cost_usd if max_cost is None else max_cost
     if cap is not None:
         check_cost_cap(pipeline, cap, executor)
@@ -152,10 +162,13 @@ def run_pipeline(
     with RunLock(project.cache_dir / f"{name}.lock", name):
         remove_leftovers(paths.samples.parent, name)
         cache = RequestCache(project.cache_dir) if use_cache else None
+        stats = stats or RunStats()
         try:
-            result = _run_locked(pipeline, paths=paths, files=files, models=models, annotate=annotate,
-                                 limit=limit, workers=workers, stats=stats, cache=cache, cap=cap,
-                                 ray=(address,) if executor == "ray" else None)
+            with RunHistory(pipeline, stats) as history:  # one line per run, good or failed
+                result = history.result = _run_locked(
+                    pipeline, paths=paths, files=files, models=models, annotate=annotate, limit=limit,
+                    workers=workers, stats=stats, cache=cache, cap=cap, ray=(address,) if executor == "ray" else None,
+                    batch=(batch, bool(batch_models)))
             if cache is not None and cache.moved_aside is not None:
                 result.warnings.append(f"the request cache was from another version of shaping; "
                                        f"it was kept as {cache.moved_aside} and a new one started")
@@ -163,6 +176,22 @@ def run_pipeline(
         finally:
             if cache is not None:
                 cache.close()
+
+
+def check_batch_mode(models: list[str], executor: str, use_cache: bool, cap: float | None) -> None:
+    """Batch mode runs here (not on Ray), keeps its answers in the request cache, and has no
+    cost cap (a round's cost is known only once its batch has ended)."""
+    if not models:
+        return
+    named = ", ".join(models)
+    if executor != "local":
+        raise ShapingError(f"batch mode (models {named}) runs with the local executor: leave out --executor ray")
+    if not use_cache:
+        raise ShapingError(f"batch mode (models {named}) keeps every answer in the request cache, which a run "
+                           f"resumes from: leave out --no-cache")
+    if cap is not None:
+        raise ShapingError(f"--max-cost works with online models only; {named} are in batch mode (leave out "
+                           f"--max-cost or max_cost_usd, or run online)")
 
 
 def check_cost_cap(pipeline: Pipeline, cap: float, executor: str) -> None:
@@ -181,12 +210,14 @@ def check_cost_cap(pipeline: Pipeline, cap: float, executor: str) -> None:
 
 
 def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, stats, cache, ray,
-                cap=None) -> RunResult:
+                cap=None, batch=(False, False)) -> RunResult:
     name, project = pipeline.name, pipeline.project
     git = git_state(project.root)
     stats = stats or RunStats()
     started_at, started = now(), time.monotonic()
     kshots = {attr: getattr(pipeline, attr) for attr in pipeline.kshot_deps()}
+    params = {key: jsonable(value) for key, value in pipeline.param_values().items()}  # before run() can change them
+    pipeline._files_read = {}
     min_score = min_score_of(pipeline)
     used = {attr: bound.info for attr, bound in kshots.items()}
     dispatcher = Dispatcher(
@@ -194,8 +225,10 @@ def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, sta
         commit=git.commit, stats=stats, cache=cache, spool_dir=paths.samples.parent,
         metadata={"kshot": next(iter(used.values())) if len(used) == 1 else used} if used else None,
         budget=Budget(cap) if cap is not None else None,
+        batch=batch[0], take_all=batch[1],
         reject=functools.partial(rejection, min_score=min_score) if min_score is not None else None,
     )
+    dispatcher.drive_record = record_driver(pipeline)  # variants, Pipeline.feedback(progressive=True)
     pipeline.limit = limit
     executor = None
     if ray is not None:
@@ -263,6 +296,9 @@ def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, sta
                 file_deps=files,
                 model_deps=models,
                 dataset_deps={attr: getattr(pipeline, attr).state() for attr in pipeline.dataset_deps},
+                params=params,
+                params_set=sorted(pipeline._params_set),
+                files_read=dict(pipeline._files_read),
                 kshot={attr: KShotState(file=b.relpath, config=b.config_name, count=b.count,
                                         required=b.required, used=b.info) for attr, b in kshots.items()},
                 limit=limit,
@@ -272,6 +308,7 @@ def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, sta
                 counts=Counts(records=stats.records_done, samples=count, errors=dict(stats.errors),
                               rejected=dispatcher.rejections),
                 usage=dict(stats.models),
+                batches=batch_records(stats),
                 started_at=started_at,
                 completed_at=completed_at,
                 duration_s=round(time.monotonic() - started, 3),
@@ -286,7 +323,8 @@ def _run_locked(pipeline, *, paths, files, models, annotate, limit, workers, sta
                 writer.write_text(paths.manifest, manifest.to_json())
         if no_errors:  # an earlier run's errors are not this run's
             errors_target.unlink(missing_ok=True)
-        result = RunResult(pipeline=name, paths=paths, manifest=manifest, stats=stats, failure=failure)
+        result = RunResult(pipeline=name, paths=paths, manifest=manifest, stats=stats, failure=failure,
+                           warnings=list(stats.warnings))
         if failure is not None:
             raise RunFailedError(f"pipeline '{name}' failed: {failure}; {_kept(project, paths)}; failed "
                                  f"records are in {project.relative(paths.failed_errors)}", result)

@@ -2,11 +2,14 @@
 
     CURRENT   the manifest matches the code, files and model configs it was made from
     STALE     one reason per line: changed_code, changed_file, missing_file, changed_kshot,
-              changed_model, missing_model, changed_dataset, missing_dataset, edited_output,
-              missing_output, stale_upstream, bad_manifest
+              changed_model, missing_model, changed_dataset, missing_dataset, changed_params,
+              edited_output, missing_output, stale_upstream, bad_manifest
     PARTIAL   made with --limit and nothing else changed (stale until a full run)
     FAILED    the last run failed (reason: failed_run); the outputs, if any, are an older run's
     MISSING   never run (no manifest)
+
+changed_params: the output was made with parameter values (`--set`, set_params) other than
+those the class declares now; a plain run makes it CURRENT again.
 
 A pipeline whose file_dep is another pipeline's output (training/data/x.jsonl) depends on it:
 statuses are computed upstream first, and a stale upstream makes its dependents stale.
@@ -25,6 +28,7 @@ from shaping.discovery import PipelineEntry
 from shaping.errors import ConfigError, ShapingError
 from shaping.manifest import DatasetState, model_state, read_manifest, source_hashes
 from shaping.output import OutputPaths, sha256_file, sha256_path
+from shaping.params import same_value, short_repr
 
 CURRENT, STALE, PARTIAL, FAILED, MISSING = "CURRENT", "STALE", "PARTIAL", "FAILED", "MISSING"
 
@@ -128,6 +132,20 @@ def pipeline_status(entry: PipelineEntry, project: Project, upstream: dict[str, 
 
     for attr, dep in cls.dataset_deps.items():
         dataset_reasons(dep, manifest.dataset_deps.get(attr), project, add)
+
+    for key, param in cls.parameters().items():  # one recorded before parameters were: not compared
+        if key in manifest.params and not same_value(manifest.params[key], param.default):
+            made = f"--set {key}={short_repr(manifest.params[key], 60)}" if key in manifest.params_set \
+                else f"{key}={short_repr(manifest.params[key], 60)}"
+            add("changed_params", f"parameter {key}: the output was made with {made}; "
+                                  f"the pipeline declares {param.shown_default(60)}")
+
+    for relpath, recorded in manifest.files_read.items():
+        path = project.root / recorded.path
+        if not path.exists():
+            add("missing_file", f"file {relpath} (read by the run) is missing")
+        elif sha256_path(path) != recorded.sha256:
+            add("changed_file", f"file {relpath} (read by the run) content changed")
 
     for other in upstreams(entry, project, upstream):
         if not upstream[other].is_current:

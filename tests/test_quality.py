@@ -513,7 +513,8 @@ HOSTILE_SAMPLES = [
      "steps": [hostile_step(), hostile_step(error={"type": HOSTILE, "message": HOSTILE}),
                hostile_step(error=HOSTILE)]},
     {"id": ATTR, "messages": [{"role": ATTR, "content": ATTR}, {"role": "assistant", "content": CLOSE}],
-     "metadata": {"note": ATTR}, "input_data": ATTR, "steps": [hostile_step(model=ATTR, finish_reason="length")]},
+     "metadata": {"note": ATTR, "variant": HOSTILE}, "input_data": ATTR,
+     "steps": [hostile_step(model=ATTR, finish_reason="length")]},
     {"id": CLOSE, "messages": [{"role": "user", "content": CLOSE}, {"role": "assistant", "content": SCRIPT}],
      "metadata": {}, "input_data": None, "steps": [hostile_step(refusal=None, finish_reason=SCRIPT)]},
 ]
@@ -533,6 +534,8 @@ def hostile_report(small):
     manifest = json.loads((data / "small.manifest.json").read_text())
     manifest["git"].update(commit=HOSTILE, note=HOSTILE)
     (data / "small.manifest.json").write_text(json.dumps(manifest))
+    with open(small / "training" / ".history" / "small.jsonl", "a") as history:  # a run line of anyone's
+        history.write(json.dumps({"status": HOSTILE, "started_at": HOSTILE, "records": 2, "error_count": 1}) + "\n")
     result = isf(small, "pipeline", "report", "small")
     assert result.returncode == 0, result.stderr
     return data / "small.report.html"
@@ -561,7 +564,7 @@ def test_report_writes_every_field_as_text(hostile_report):
     page = Elements()
     page.feed(html)
     assert not {"script", "img", "iframe", "object", "embed"} & set(page.tags)
-    assert page.tags.count("svg") == 2  # the two histograms, none from the data
+    assert page.tags.count("svg") == 3  # the two histograms and the run history, none from the data
     assert not [name for name in page.attributes if name.startswith("on")]
     assert page.details == 0  # every <details> closed by the report, none by the data
     assert page.tags.count("details") == html.count("</details>")
@@ -569,6 +572,9 @@ def test_report_writes_every_field_as_text(hostile_report):
     assert '"><img' not in html
     escaped = "&lt;script&gt;window.__pwned=1&lt;/script&gt;&lt;img src=x onerror=&#34;window.__pwned=1&#34;&gt;"
     assert html.count(escaped + "&lt;/details&gt;") >= 40  # the data is there, as text
+    assert f'<table id="variants"><tr>' in html and f"<tr><td>{escaped}&lt;/details&gt;</td><td>1</td>" in html
+    assert "run 2, &lt;script&gt;window._: 50.0%" in html  # the history line's date (clipped) and status, as text
+    assert f"(1 of 2 records), {escaped}&lt;/details&gt;</title>" in html
     for shown in (f"attempts {escaped}", f"tokens {escaped}", f"step {escaped}", f"finish {escaped}",
                   f"model {escaped}", f"commit {escaped}", "input data", "metadata", "[1 image]"):
         assert shown in html, shown
@@ -594,7 +600,9 @@ def test_report_runs_nothing_from_the_data_in_a_real_browser(hostile_report):
             assert dialogs == []
             assert requests == [hostile_report.as_uri()]  # no image, nothing else fetched
             assert page.locator("script").count() == 0 and page.locator("img").count() == 0
-            assert page.locator("svg").count() == 2
+            assert page.locator("svg").count() == 3
+            assert HOSTILE in page.inner_text("#variants")
+            assert page.locator("#history-plot title").last.text_content().endswith(f"records), {HOSTILE}")
             assert page.evaluate("[...document.querySelectorAll('*')].filter("
                                  "e => [...e.attributes].some(a => a.name.startsWith('on'))).length") == 0
             # the data closed no <details>: each sample is whole, its steps inside it

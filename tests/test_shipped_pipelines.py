@@ -235,3 +235,135 @@ def test_honesty_rewards_are_checked_by_the_judge(honesty_project):
     assert result.manifest.counts.rejected == len(rejected) and result.manifest.counts.samples == len(samples)
     assert result.manifest.rejected_output.path == "training/data/rejected/honesty-dataset.jsonl"
 
+
+
+def test_honesty_search_hints_are_asked_for_and_kept(honesty_project):
+    project, server = honesty_project
+
+    def reply(received):
+        assert "[SEARCH: a query that would verify the claim]" in received.messages[1]["content"]
+        return json.dumps({"examples": [
+            {**example(t), "answer": "Light is fast [SEARCH: speed of light] and old [SEARCH:  age of light ]."}
+            for t in targets_of(received)]})
+
+    server.reply = reply
+    samples, errors = run_honesty(project, include_search_hints=True)
+    assert errors == [] and len(samples) == 8
+    assert all(s["metadata"]["search_queries"] == ["speed of light", "age of light"] for s in samples)
+    assert all("[SEARCH: speed of light]" in s["messages"][1]["content"] for s in samples)
+
+
+# -- the honesty options as run parameters, through isf in a scratch project on the mock --------
+
+HONESTY_SYSTEM = "You are a careful writer of honesty examples. Reply in JSON."
+
+
+@pytest.fixture
+def honesty_mock(tmp_path):
+    write_project(tmp_path)
+    shutil.copy(REPO / "identity" / "honesty_topics.jsonl", tmp_path / "identity")
+    shutil.copy(REPO / "pipelines" / "honesty_dataset.py", tmp_path / "pipelines")
+    return tmp_path
+
+
+def isf_honesty(root, *sets, output=None):
+    args = [a for s in sets for a in ("--set", s)] + (["-o", str(output)] if output else [])
+    done = subprocess.run([str(Path(sys.executable).with_name("isf")), "pipeline", "run", "honesty-dataset", "-q",
+                           *args], cwd=root, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "200"})
+    out = output or root / "training" / "data" / "honesty-dataset.jsonl"
+    return done, (read_jsonl(out) if done.returncode == 0 else None)
+
+
+def prompts_of(sample):
+    return [m["content"] for m in sample["steps"][0]["messages"]]
+
+
+def test_honesty_free_topic_and_num_examples(honesty_mock):
+    done, samples = isf_honesty(honesty_mock, "topic=tide pools of Brittany", "num_examples=7",
+                                "check_rewards=false")
+    assert done.returncode == 0, done.stderr
+    assert len(samples) == 7 and {s["metadata"]["topic"] for s in samples} == {"tide pools of Brittany"}
+    assert all(prompts_of(s)[1].startswith("Topic: tide pools of Brittany\nWrite ") for s in samples)
+    assert sorted({s["id"].rsplit("-", 1)[0] for s in samples}) == ["topic00-batch0", "topic00-batch1"]  # 5 + 2
+    # a topic from the file works in template mode; num_examples spreads over the file's 8 topics
+    done, samples = isf_honesty(honesty_mock, "mode=template", "topic=PHOTOSYNTHESIS", "num_examples=3")
+    assert done.returncode == 0, done.stderr
+    assert len(samples) == 3 and {s["metadata"]["topic"] for s in samples} == {"photosynthesis"}
+    done, samples = isf_honesty(honesty_mock, "mode=template", "num_examples=11")
+    topics = [s["metadata"]["topic"] for s in samples]
+    assert len(samples) == 11 and len(set(topics)) == 8 and topics.count("the Moon landing") == 2
+
+
+def test_honesty_free_topic_in_template_mode_is_a_clear_error(honesty_mock):
+    done, _ = isf_honesty(honesty_mock, "mode=template", "topic=tide pools")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode != 0 and len(lines) == 1, done.stderr
+    assert "topic 'tide pools' is not in identity/honesty_topics.jsonl" in lines[0]
+    assert "a free topic takes mode=model" in lines[0] and "photosynthesis" in lines[0]
+    assert not list((honesty_mock / "training" / "data").glob("**/*.*"))  # no output written
+    done, _ = isf_honesty(honesty_mock, "mode=template", "long_form=true")
+    assert done.returncode != 0 and "long_form shapes what the model writes" in done.stderr
+
+
+def test_honesty_long_form_and_search_hints_reach_the_request(honesty_mock):
+    done, plain = isf_honesty(honesty_mock, "topic=volcanoes", "num_examples=5", "check_rewards=false")
+    assert done.returncode == 0, done.stderr
+    asked = prompts_of(plain[0])[1]
+    assert "long-form" not in asked and "[SEARCH:" not in asked and "search_queries" not in plain[0]["metadata"]
+    done, both = isf_honesty(honesty_mock, "topic=volcanoes", "num_examples=5", "check_rewards=false",
+                             "long_form=true", "include_search_hints=true")
+    assert done.returncode == 0, done.stderr
+    asked = prompts_of(both[0])[1]
+    assert "Write long-form answers: several paragraphs" in asked
+    assert "put a search hint, [SEARCH: a query that would verify the claim]" in asked
+    assert all(isinstance(s["metadata"]["search_queries"], list) for s in both)
+    # template answers carry the markers themselves, on every level that makes a claim
+    done, templated = isf_honesty(honesty_mock, "mode=template", "num_examples=10", "include_search_hints=true")
+    assert done.returncode == 0, done.stderr
+    for sample in templated:
+        answer, question = sample["messages"][1]["content"], sample["messages"][0]["content"]
+        if sample["metadata"]["reward"] == 0:
+            assert "[SEARCH:" not in answer and sample["metadata"]["search_queries"] == []
+        else:
+            assert answer.endswith(f"[SEARCH: {question}]") and sample["metadata"]["search_queries"] == [question]
+
+
+def test_honesty_system_prompt_from_a_file(honesty_mock):
+    (honesty_mock / "prompts").mkdir()
+    (honesty_mock / "prompts" / "honesty.md").write_text(HONESTY_SYSTEM + "\n")
+    done, samples = isf_honesty(honesty_mock, "system_prompt_file=prompts/honesty.md", "num_examples=5",
+                                "check_rewards=false")
+    assert done.returncode == 0, done.stderr
+    assert all(prompts_of(s)[0] == HONESTY_SYSTEM for s in samples)
+    manifest = json.loads((honesty_mock / "training/data/honesty-dataset.manifest.json").read_text())
+    assert manifest["files_read"]["prompts/honesty.md"]["path"] == "prompts/honesty.md"
+    assert manifest["params"]["system_prompt_file"] == "prompts/honesty.md"
+    (honesty_mock / "prompts" / "honesty.md").write_text("Another prompt.\n")
+    status = subprocess.run([str(Path(sys.executable).with_name("isf")), "pipeline", "status", "--json"],
+                            cwd=honesty_mock, capture_output=True, text=True, timeout=60)
+    reasons = [(r["code"], r["message"]) for r in json.loads(status.stdout)[0]["reasons"]]
+    assert ("changed_file", "file prompts/honesty.md (read by the run) content changed") in reasons
+    assert ("changed_params", "parameter system_prompt_file: the output was made with --set "
+                              "system_prompt_file='prompts/honesty.md'; the pipeline declares None") in reasons
+    # a file that is not there: one line naming it, and the earlier output stays
+    before = (honesty_mock / "training/data/honesty-dataset.jsonl").read_bytes()
+    done, _ = isf_honesty(honesty_mock, "system_prompt_file=prompts/nope.md")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode != 0 and len(lines) == 1
+    assert "system_prompt_file: prompts/nope.md not found" in lines[0]
+    assert (honesty_mock / "training/data/honesty-dataset.jsonl").read_bytes() == before
+    assert not (honesty_mock / "training/data/honesty-dataset.failed.json").exists()
+
+
+def test_honesty_shuffle_is_stable_for_a_seed(honesty_mock, tmp_path):
+    def ids(*sets, name):
+        done, samples = isf_honesty(honesty_mock, "mode=template", "examples_per_topic=3", *sets,
+                                    output=tmp_path / f"{name}.jsonl")
+        assert done.returncode == 0, done.stderr
+        return [s["id"] for s in samples]
+
+    in_order = ids(name="plain")
+    first, again, other = ids("shuffle_seed=3", name="a"), ids("shuffle_seed=3", name="b"), ids("shuffle_seed=4", name="c")
+    assert len(in_order) == 24 and sorted(first) == sorted(in_order) == sorted(other)
+    assert first == again and first != in_order and first != other

@@ -80,7 +80,8 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, name)
 
 
-@click.group(cls=LazyGroup, lazy={"cache": "shaping.cli.cache:cache", "prompts": "shaping.cli.prompts:prompts"},
+@click.group(cls=LazyGroup, lazy={"cache": "shaping.cli.cache:cache", "prompts": "shaping.cli.prompts:prompts",
+                                  "models": "shaping.cli.models:models", "batch": "shaping.cli.batch:batch"},
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--project", type=click.Path(file_okay=False, path_type=Path),
               help="Project folder (default: the nearest folder upward holding shaping.toml).")
@@ -92,6 +93,6 @@ def main(ctx: click.Context, project: Path | None) -> None:
 
 
 @main.group(cls=LazyGroup, modules=("shaping.cli.run", "shaping.cli.quality", "shaping.cli.export",
-                                     "shaping.cli.dedupe"))
+                                     "shaping.cli.dedupe", "shaping.cli.history"))
 def pipeline() -> None:
     """List and run the pipelines in pipelines/*.py."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.table import Table
@@ -80,7 +81,8 @@ def validate_cmd(ctx: click.Context, name: str) -> None:
     Besides the text checks it counts assistant turns that are empty, cut off at the token limit
     or refused (failures unless `max_empty`, `max_truncated`, `max_refused` allow them), and
     those with reasoning or tool calls (figures only). Thresholds come from the pipeline's
-    `quality = {...}` (see shaping.quality.Thresholds).
+    `quality = {...}` (see shaping.quality.Thresholds). A pipeline with prompt `variants` gets
+    them side by side: samples, error rate by type, response length, judge score.
     """
     from shaping.quality import Thresholds, run_checks
 
@@ -93,6 +95,7 @@ def validate_cmd(ctx: click.Context, name: str) -> None:
         table.add_row(Text(check.status, style=STATUS_STYLE[check.status]), Text(check.name), Text(check.figure),
                       Text(check.limit, style="dim"))  # text, never markup ("shaping[dedupe]")
     out.print(table)
+    print_variants(data, entry.cls)
     failed = [c for c in checks if not c.passed]
     for check in failed:
         for problem in check.problems[:SHOWN_PROBLEMS]:
@@ -115,6 +118,31 @@ def validate_cmd(ctx: click.Context, name: str) -> None:
                        style="bold red"))
         sys.exit(1)
     out.print(Text(f"all {len(judged)} checks passed{note}", style="green"))
+
+
+def variant_figures(data: Any, cls: type) -> list:
+    """Each prompt variant's figures (shaping.quality.variants); none declared or seen: []."""
+    from shaping.quality.variants import compare_variants
+    from shaping.variants import variant_names
+
+    return compare_variants(data, variant_names(cls))
+
+
+def print_variants(data: Any, cls: type) -> None:
+    """The prompt variants side by side (shaping.variants), when there are any."""
+    from shaping.quality.variants import COLUMNS
+
+    figures = variant_figures(data, cls)
+    if not figures:
+        return
+    table = Table(box=None, padding=(0, 1), pad_edge=False, header_style="bold", title="variants",
+                  title_justify="left", title_style="bold")
+    for _, label in COLUMNS:
+        table.add_column(label, overflow="fold")
+    for figure in figures:
+        row = figure.row()
+        table.add_row(*(Text(row[key]) for key, _ in COLUMNS))
+    out.print(table)
 
 
 @pipeline.command("errors")
@@ -156,14 +184,17 @@ def errors_cmd(ctx: click.Context, name: str) -> None:
 @click.pass_context
 @user_errors
 def report_cmd(ctx: click.Context, name: str, output: Path | None, max_samples: int) -> None:
-    """One self-contained HTML report: summary, checklist, lengths, errors, samples with steps."""
+    """One self-contained HTML report: summary, checklist, lengths, prompt variants side by side,
+    success rate over runs, errors, samples with steps."""
     from shaping.quality import Thresholds, run_checks
     from shaping.quality.checks import dedupe_preview
     from shaping.quality.report import render
+    from shaping.history import read_history
 
     entry, data = load_output(ctx, name)
     limits = Thresholds.for_pipeline(entry.cls)
-    html = render(data, run_checks(data, limits), max_samples=max_samples, dedupe=dedupe_preview(data, limits))
+    html = render(data, run_checks(data, limits), max_samples=max_samples, dedupe=dedupe_preview(data, limits),
+                  history=read_history(project_of(ctx), name), variants=variant_figures(data, entry.cls))
     target = output or data.paths.samples.with_name(f"{name}.report.html")
     if not target.parent.is_dir():
         raise ShapingError(f"output folder {target.parent} does not exist")

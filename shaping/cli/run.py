@@ -20,13 +20,16 @@ from shaping.pipeline import Pipeline
 from shaping.progress import RunDisplay, summary
 from shaping.runner import check_run_options, run_pipeline
 from shaping.manifest import read_manifest
+from shaping.params import parse_assignments
 from shaping.staleness import Status, dependency_order, pipeline_status, project_status
 
 
 @pipeline.command("list")
+@click.option("--params", "show_params", is_flag=True,
+              help="Also show each pipeline's parameters (what --set overrides): name, type, default.")
 @click.pass_context
 @user_errors
-def list_cmd(ctx: click.Context) -> None:
+def list_cmd(ctx: click.Context, show_params: bool = False) -> None:
     """Show every pipeline with its file and what it depends on."""
     project = project_of(ctx)
     entries = discover(project)
@@ -36,7 +39,7 @@ def list_cmd(ctx: click.Context) -> None:
             out.print(f"no pipelines in {project.relative(project.pipelines_dir)}/")
         return
     table = Table(box=None, padding=(0, 1), pad_edge=False, header_style="bold")
-    for column in ("name", "file", "files", "models"):
+    for column in ("name", "file", "files", "models", *(("params",) if show_params else ())):
         table.add_column(column, overflow="fold", no_wrap=column in ("name", "file"))
     for entry in entries.values():
         cls = entry.cls
@@ -46,6 +49,8 @@ def list_cmd(ctx: click.Context) -> None:
             "\n".join([*(dep.relpath for dep in cls.file_deps.values()),
                        *(f"{dep.path} (dataset)" for dep in cls.dataset_deps.values())]) or "-",
             "\n".join(dep.model_name for dep in cls.model_deps.values()) or "-",
+            *((Text("\n".join(f"{p.name}: {p.label()} = {p.shown_default()}" for p in cls.parameters().values())
+                    or "-"),) if show_params else ()),
         )
     out.print(table)
 
@@ -70,6 +75,10 @@ def report_broken(entries: Pipelines) -> None:
 def run_options(fn: Any) -> Any:
     """The flags shared by `isf pipeline run` and `python pipelines/x.py`."""
     options = [
+        click.option("--set", "set_params", multiple=True, metavar="KEY=VALUE",
+                     help="Override one of the pipeline's parameters for this run, typed by its "
+                          "declaration (repeatable; `isf pipeline list --params` shows them). The "
+                          "manifest records it; status says STALE until a run with the declared values."),
         click.option("--limit", type=int, help="Take only the first N records (a partial run)."),
         click.option("--workers", type=int,
                      help="Records worked on at once (default: the pipeline's `workers`, else 256)."),
@@ -93,6 +102,11 @@ def run_options(fn: Any) -> Any:
                      help="Stop taking records once spent plus in-flight cost would pass USD (default: the "
                           "pipeline's max_cost_usd); what is in flight finishes, the output is PARTIAL, "
                           "the exit code 3, and the next run resumes from the cache. Needs prices."),
+        click.option("--batch", is_flag=True,
+                     help="Send run_task's requests through the provider's batch API (half price, answered "
+                          "within 24 h), round by round, for every model whose provider has one (as batch = true "
+                          "in a model's table does); query() stays online. A killed run re-attaches to its "
+                          "batches (isf batch list)."),
         click.option("--dry-run", "dry_run", is_flag=True,
                      help="Send nothing: count the requests and tokens a run would send, per model, and "
                           "price them online and in batch mode (what the cache holds is free)."),
@@ -111,10 +125,13 @@ def run_and_report(pipeline_obj: Pipeline, limit: int | None, workers: int | Non
                    kshot_file: Path | None = None, kshot_name: str | None = None,
                    kshot_count: int | None = None, kshot_required: bool | None = None,
                    executor: str = "local", address: str | None = None, dry_run: bool = False,
-                   answer_tokens: tuple[str, ...] = (), max_cost: float | None = None) -> Any:
+                   answer_tokens: tuple[str, ...] = (), max_cost: float | None = None,
+                   set_params: tuple[str, ...] = (), batch: bool = False) -> Any:
     """Run one pipeline with a progress display and a summary; returns its RunResult (None for a
     dry run). Exits with code 3 when the cost cap stopped the run."""
     check_run_options(limit, workers)
+    if set_params:
+        pipeline_obj.set_params(**parse_assignments(type(pipeline_obj), set_params))
     if (kshot_file, kshot_name, kshot_count, kshot_required) != (None, None, None, None):
         pipeline_obj.configure_kshot(
             file=pipeline_obj.project.relative(kshot_file.resolve()) if kshot_file else None,
@@ -137,7 +154,7 @@ def run_and_report(pipeline_obj: Pipeline, limit: int | None, workers: int | Non
         with RunDisplay(err, stats, pipeline_obj.name) if not quiet else contextlib.nullcontext():
             result = run_pipeline(pipeline_obj, limit=limit, workers=workers, output=output,
                                   annotate=annotate, stats=stats, use_cache=not no_cache, executor=executor,
-                                  address=address, max_cost=max_cost)
+                                  address=address, max_cost=max_cost, batch=batch)
     except RunFailedError as exc:
         if not quiet and exc.result is not None:
             summary(exc.result, out)
@@ -187,14 +204,17 @@ def run_cmd(ctx: click.Context, names: tuple[str, ...], stale: bool, force: bool
     check_run_options(options["limit"], options["workers"])  # before "nothing to do"
     if options["max_cost"] is not None and not options["max_cost"] > 0:
         raise ShapingError(f"--max-cost must be more than 0 (US dollars), got {options['max_cost']}")
+    if options["set_params"] and not names:
+        raise ShapingError("--set applies to the pipelines named: give NAME(s) instead of --stale")
     project = project_of(ctx)
     entries = discover(project)
     for name in names:
         find_pipeline(project, name, entries)
+        parse_assignments(entries[name].cls, options["set_params"])  # every --set checked before any run
     order = dependency_order(project, entries)
     wanted = [n for n in order if n in names] if names else order
-    explicit = force or options["dry_run"] or any(options[k] is not None for k in ("limit", "output", "kshot_file", "kshot_name",
-                                                             "kshot_count", "kshot_required"))
+    explicit = force or options["dry_run"] or bool(options["set_params"]) or any(
+        options[k] is not None for k in ("limit", "output", "kshot_file", "kshot_name", "kshot_count", "kshot_required"))
     done: dict[str, Status] = {}
     failed: list[str] = []
     capped = None  # the run the cost cap stopped; the pipelines after it are not run

@@ -57,11 +57,20 @@ def request_key(fingerprint: str, messages: list[LLMMessage], params: dict, reco
     return hashlib.sha256(payload).hexdigest()
 
 
+def request_text(messages: list[LLMMessage], params: dict) -> str:
+    """The request as an `answers` row keeps it (readable, for `isf cache` and tests)."""
+    return orjson.dumps({"messages": [m.model_dump() for m in messages], "params": params}, default=str).decode()
+
+
 def answer_row(key: str, pipeline: str, model: str, record_id: str, step: int,
                messages: list[LLMMessage], params: dict, response: ModelResponse) -> tuple:
-    """One `answers` row: the request as sent (readable, for `isf cache` and tests) and the response."""
-    turns = [m.model_dump() for m in messages]
-    request = orjson.dumps({"messages": turns, "params": params}, default=str).decode()
+    """One `answers` row: the request as sent and the response."""
+    return text_row(key, pipeline, model, record_id, step, request_text(messages, params), response)
+
+
+def text_row(key: str, pipeline: str, model: str, record_id: str, step: int, request: str,
+             response: ModelResponse) -> tuple:
+    """One `answers` row with the request as `request_text` wrote it."""
     return (key, pipeline, model, record_id, step, request, response.model_dump_json(), time.time())
 
 

@@ -24,12 +24,14 @@ from shaping.prices import FREE, Prices
 from shaping.requests import LLMRequest, ModelResponse, ResponseError, Usage
 
 
-def cost_of(prices: Prices | None, usage: Usage) -> float | None:
-    """What an answer cost at the model's prices (reasoning tokens count as output tokens);
-    None when no price is known, and for local models."""
+def cost_of(prices: Prices | None, usage: Usage, batch: bool = False) -> float | None:
+    """What an answer cost at the model's prices (reasoning tokens count as output tokens; at
+    the batch prices for an answer from a batch); None when no price is known, and for local
+    models."""
     if prices is None or prices is FREE:
         return None
-    return prices.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.cache_write_tokens)
+    return prices.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.cache_write_tokens,
+                       batch=batch)
 
 
 def _retryable(response: ModelResponse) -> bool:
@@ -58,6 +60,8 @@ class ModelChannel:
         self._task_group = task_group
         self._limits = limits or RateLimits(provider.config)
         self.fingerprint = model_state(name, provider.config).fingerprint
+        #: batch mode: where run_task's requests go (shaping.dispatch.batch); query() stays here
+        self.batch = None
         if self._batch_size > 1:
             self._send, self._receive = anyio.create_memory_object_stream[_Pending](math.inf)
             task_group.start_soon(self._form_batches, name=f"batcher:{name}")

@@ -19,6 +19,8 @@ import pydantic_core
 from anyio.abc import TaskGroup
 
 from shaping.config import Project
+from shaping.dispatch.batch import BATCH_RECORDS, Activity, BatchChannel
+from shaping.dispatch.batch_store import BatchStore
 from shaping.dispatch.cache import RequestCache, request_key
 from shaping.dispatch.channel import ModelChannel, cost_of
 from shaping.dispatch.driver import Attempt, Outcome, drive, find_fatal, step_fields
@@ -27,6 +29,7 @@ from shaping.dispatch.stand_in import StandIn
 from shaping.dispatch.stats import RunStats
 from shaping.prices import FREE, prices_for
 from shaping.providers.base import Provider
+from shaping.providers.batch import batched
 from shaping.providers.registry import check_model, create_provider
 from shaping import structured
 from shaping.errors import ConfigError, TaskContractError
@@ -75,6 +78,10 @@ class RecordIds:
 
 
 class Dispatcher:
+    #: drives one record instead of `drive` (same arguments and result) when set: the runner's
+    #: shaping.record_hooks.record_driver (variants, the progressive feedback retry)
+    drive_record: Callable[..., Any] | None = None
+
     def __init__(
         self,
         project: Project,
@@ -91,6 +98,8 @@ class Dispatcher:
         stand_in: StandIn | None = None,
         budget: Budget | None = None,
         reject: Callable[[TrainingSample], str | None] | None = None,
+        batch: bool = False,
+        take_all: bool = False,
     ) -> None:
         self.project = project
         self.pipeline_name = pipeline_name
@@ -119,6 +128,14 @@ class Dispatcher:
         self._task_group = None
         self._query_steps = 0
         self._lookups = False  # whether the cache may hold answers for this pipeline
+        #: batch mode (shaping.dispatch.batch): `batch` puts every model whose provider has a
+        #: batch API in it (--batch), as `batch = true` in a model's table does; `take_all`
+        #: takes every record at once (up to BATCH_RECORDS): the pipeline uses a batch model
+        self.batch = batch
+        self._tracked = batch or take_all or any(m.batch for m in project.config.models.values())
+        self._take_all = take_all
+        self._activity: Activity | None = None
+        self._batch_store: BatchStore | None = None
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator["Dispatcher"]:
@@ -134,6 +151,8 @@ class Dispatcher:
                     with anyio.CancelScope(shield=True):
                         for provider in self._providers:
                             await provider.aclose()
+                    if self._batch_store is not None:
+                        self._batch_store.close_db()
         except BaseExceptionGroup as group:  # the run's own exception, not a group of ours
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
@@ -156,14 +175,40 @@ class Dispatcher:
                     if self.budget is not None and prices is None:
                         raise ConfigError(unpriced(model))
                     channel = ModelChannel(model, provider, self.stats, self._task_group, limits, prices)
+                    if self.stand_in is None and batched(model, provider.config, type(provider), self.batch):
+                        channel.batch = await self._batch_channel(model, provider, prices)
                     self._channels[model] = channel
         return channel
 
-    async def answer(self, request: ModelRequest, step: int, record_id: str) -> list[Attempt]:
+    @property
+    def activity(self) -> Activity:
+        if self._activity is None:
+            self._activity = Activity(self.stats)
+        return self._activity
+
+    async def _batch_channel(self, model: str, provider: Provider, prices: Any) -> BatchChannel:
+        if self.budget is not None:
+            raise ConfigError(f"--max-cost works with online models only; model '{model}' is in batch mode "
+                              f"(leave out --max-cost, or --batch / batch = true)")
+        if self.cache is None:
+            raise ConfigError(f"model '{model}' is in batch mode, which keeps every answer in the request cache "
+                              f"(a run resumes from it): leave out --no-cache")
+        if self._batch_store is None:
+            self._batch_store = BatchStore(self.project.cache_dir)
+
+        def found() -> None:  # answers read from a batch: later lookups may find them
+            self._lookups = True
+
+        channel = BatchChannel(model, provider, self.pipeline_name, self.stats, self._task_group, self.activity,
+                               self._batch_store, self.cache, prices, found)
+        await channel.open()
+        return channel
+
+    async def answer(self, request: ModelRequest, step: int, record_id: str, online: bool = False) -> list[Attempt]:
         """Every attempt made to answer `request`: one, unless the request asks for structured
-        output that needs repairs."""
+        output that needs repairs. (`online`: not through a batch, as for query().)"""
         if request.response_model is None:
-            return [Attempt(request, *await self.send(request, step, record_id))]
+            return [Attempt(request, *await self.send(request, step, record_id, online))]
         channel = self._channels.get(request.model) or await self.channel(request.model)
         provider = channel.provider
         current = request
@@ -181,7 +226,7 @@ class Dispatcher:
             current = current.model_copy(update={"messages": [*current.messages[:-1], hint]})
         attempts = []
         for repair in range(request.max_repairs + 1):
-            params, response = await self.send(current, step, record_id)
+            params, response = await self.send(current, step, record_id, online)
             attempts.append(Attempt(current, params, response, repair))
             if not response.is_success:
                 break
@@ -199,9 +244,11 @@ class Dispatcher:
                 LLMMessage(role="user", content=structured.repair_prompt(problem, request.response_model))]})
         return attempts
 
-    async def send(self, request: ModelRequest, step: int, record_id: str) -> tuple[dict[str, Any], ModelResponse]:
+    async def send(self, request: ModelRequest, step: int, record_id: str,
+                   online: bool = False) -> tuple[dict[str, Any], ModelResponse]:
         """Send one request with the model's default params under its own (or answer it from the
-        cache); returns the params as sent and the response."""
+        cache, or from a batch: see shaping.dispatch.batch); returns the params as sent and the
+        response."""
         channel = self._channels.get(request.model) or await self.channel(request.model)
         defaults = channel.provider.config.params
         params = {**defaults, **request.params} if request.params else dict(defaults)
@@ -232,6 +279,11 @@ class Dispatcher:
             response.cost_usd = cost_of(channel.prices, response.usage)
             self.stats.record_response(request.model, response)
             return params, response
+        if channel.batch is not None and not online:  # committed to the cache before it returns
+            response = await channel.batch.submit(llm_request, key, request.messages, params, record_id, step)
+            if request.allow:
+                response.allow = request.allow
+            return params, response
         if self.budget is None or channel.prices is FREE:  # (unpriced models are refused under a cap)
             response = await channel.submit(llm_request)
         else:
@@ -259,7 +311,7 @@ class Dispatcher:
     async def query(self, model: Any, messages: Any, **params: Any) -> ModelResponse:
         step = self._query_steps
         self._query_steps += 1
-        attempts = await self.answer(model_request(messages, model, **params), step, QUERY_RECORD_ID)
+        attempts = await self.answer(model_request(messages, model, **params), step, QUERY_RECORD_ID, online=True)
         return attempts[-1].response
 
     @property
@@ -313,17 +365,28 @@ class Dispatcher:
                 next_out += 1
 
         started = 0
+        # batch mode: every record at once, each one's waits counted (rounds form when all wait)
+        activity = self.activity if self._tracked else None
+        workers = max(self.workers, BATCH_RECORDS) if self._take_all else self.workers
 
         async def worker(tg: TaskGroup) -> None:
             # up to `workers` of these share one iterator of records: a record is read when a
             # worker is free for it, and no task is created per record. Each record taken starts
             # one more worker until there are `workers`, so a short run starts only a few.
+            try:
+                await work(tg, self.budget)
+            finally:
+                if activity is not None:
+                    activity.add_live(-1)  # a worker counts as live from its start to its end
+
+        async def work(tg: TaskGroup, budget: Any) -> None:
             nonlocal started
-            budget = self.budget
             while (taken := next(numbered, None) if budget is None else await budget.take(numbered)) is not None:
                 index, record = taken
-                if started < self.workers:
+                if started < workers:
                     started += 1
+                    if activity is not None:
+                        activity.add_live(1)
                     tg.start_soon(worker, tg)
                 record_id = record_id_of(record, first_index + index)
                 if ids is not None:
@@ -331,10 +394,18 @@ class Dispatcher:
                 if budget is not None:
                     budget.watch(record_id)
 
-                def answer(request: ModelRequest, step: int, record_id: str = record_id) -> Any:
-                    return self.answer(request, step, record_id)
+                if activity is None:
+                    def answer(request: ModelRequest, step: int, record_id: str = record_id) -> Any:
+                        return self.answer(request, step, record_id)
+                else:
+                    async def answer(request: ModelRequest, step: int, record_id: str = record_id) -> Any:
+                        activity.answer_started(record_id)
+                        try:
+                            return await self.answer(request, step, record_id)
+                        finally:
+                            activity.answer_done(record_id)
 
-                outcome = await drive(task, record, record_id, answer)
+                outcome = await (self.drive_record or drive)(task, record, record_id, answer)
                 if budget is not None:
                     budget.record_done(record_id, sum(raw.response.cost_usd or 0.0 for raw in outcome.raw_steps
                                                       if not raw.response.cached))
@@ -348,6 +419,8 @@ class Dispatcher:
         try:
             async with anyio.create_task_group() as tg:
                 started = 1
+                if activity is not None:
+                    activity.add_live(1)
                 tg.start_soon(worker, tg)
         except BaseExceptionGroup as group:
             fatal = find_fatal(group)

@@ -22,6 +22,25 @@ class ModelUsage:
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     cost_usd: float | None = None
+    #: of `requests`, those answered through the provider's batch API (at its batch prices)
+    batch_requests: int = 0
+
+
+@dataclass
+class BatchInfo:
+    """One batch of this run (submitted now, or an earlier run's that this one re-attached to)."""
+
+    model: str
+    tag: str
+    requests: int
+    round: int | None
+    id: str | None = None
+    status: str = "submitting"
+    succeeded: int = 0
+    failed: int = 0
+    reattached: bool = False
+    #: its results have been read
+    done: bool = False
 
 
 @dataclass
@@ -34,8 +53,15 @@ class RunStats:
     first_errors: dict[str, str] = field(default_factory=dict)
     models: dict[str, ModelUsage] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    #: batch mode: the batches, by our tag; the rounds formed; time with a batch in flight
+    batches: dict[str, BatchInfo] = field(default_factory=dict)
+    batch_rounds: int = 0
+    batch_wait_s: float = 0.0
+    batch_waiting_since: float | None = None
+    #: what the run should say at its end (a batch submission it could not confirm)
+    warnings: list[str] = field(default_factory=list)
 
-    def record_response(self, model: str, response: ModelResponse) -> None:
+    def record_response(self, model: str, response: ModelResponse, batch: bool = False) -> None:
         usage = self.models.get(model)
         if usage is None:
             usage = self.models[model] = ModelUsage()
@@ -44,6 +70,7 @@ class RunStats:
         if response.cached:  # paid for in an earlier run
             usage.cached += 1
             return
+        usage.batch_requests += batch
         tokens = response.usage
         usage.prompt_tokens += tokens.prompt_tokens
         usage.completion_tokens += tokens.completion_tokens
@@ -56,6 +83,12 @@ class RunStats:
     def record_error(self, error_type: str, message: str | None) -> None:
         self.errors[error_type] += 1
         self.first_errors.setdefault(error_type, message or "")
+
+    @property
+    def waiting_s(self) -> float:
+        """Seconds so far with at least one batch submitted and not yet read."""
+        since = self.batch_waiting_since
+        return self.batch_wait_s + (time.monotonic() - since if since is not None else 0.0)
 
     @property
     def requests(self) -> int:

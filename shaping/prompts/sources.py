@@ -3,21 +3,30 @@
 Template file (`templates/*.toml`), one category per file:
 
     category = "debugging"
+    description = "Find and fix the bug in a given snippet."
+    languages = ["Python", "Go"]              # optional: the languages it is drawn for (default:
+                                              # the generator's); ["any"]: tied to no language
     [values]                                  # placeholders for every template in the file
-    error = ["KeyError: 'id'", "TypeError: ..."]
-    snippet = { python = ["..."], go = ["..."] }   # per language: usable only for those
+    symptom = ["hangs", "returns None"]
+    snippet = { Python = ["..."], Go = ["..."] }   # per language: usable only for those
     [[templates]]
-    name = "error-message"
-    text = "My {language} script fails with `{error}`. What does it mean?"
+    name = "find-the-bug"
+    text = "This {language} code {symptom}:\n{snippet}\nFind the bug and fix it."
 
-`{language}` is filled with the language being drawn. Curated collections are a folder of
-`.jsonl` files (`{"prompt", "category", "language"?, "id"?}` per line) and `.txt` files (one
-prompt per blank-line-separated paragraph, the category being the file's name).
+`{language}` is filled with the language being drawn. A template applies to a language when
+every placeholder has values for it: a plain list applies to every language, a table only to
+the languages it names (a key matches the language's name or its lower-case form). Literal
+braces in a template's text are doubled (`{{`); values are inserted as they are.
+
+Curated collections are a folder of `.jsonl` files (`{"prompt", "category", "language"?, "id"?}`
+per line) and `.txt` files (one prompt per blank-line-separated paragraph, the category being
+the file's name).
 """
 
 from __future__ import annotations
 
 import json
+import random
 import string
 import tomllib
 from pathlib import Path
@@ -27,7 +36,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from shaping.errors import ConfigError, describe_validation_error
 
+ANY_LANGUAGE = "any"
+
 Values = dict[str, list[str] | dict[str, list[str]]]
+
+
+def _values_for(values: list[str] | dict[str, list[str]] | None, language: str) -> list[str] | None:
+    if isinstance(values, dict):
+        return values.get(language) or values.get(language.lower())
+    return values
 
 
 class Template(BaseModel):
@@ -40,12 +57,32 @@ class Template(BaseModel):
     def placeholders(self) -> list[str]:
         return [field for _, field, _, _ in string.Formatter().parse(self.text) if field]
 
+    def choices(self, field: str, language: str, shared: Values) -> list[str] | None:
+        """The values `field` may take for `language` (the template's own, else the file's)."""
+        return _values_for(self.values.get(field, shared.get(field)), language)
+
+    def applies_to(self, language: str, shared: Values) -> bool:
+        return all(self.choices(field, language, shared) for field in self.placeholders() if field != "language")
+
+    def fill(self, language: str, rng: random.Random, shared: Values) -> str | None:
+        """The text with every placeholder drawn for `language`; None when it does not apply."""
+        chosen = {"language": language}
+        for field in self.placeholders():
+            if field in chosen:
+                continue
+            values = self.choices(field, language, shared)
+            if not values:
+                return None
+            chosen[field] = rng.choice(values)
+        return self.text.format(**chosen)
+
 
 class TemplateFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     category: str = Field(min_length=1)
     description: str = ""
+    languages: list[str] | None = Field(default=None, min_length=1)
     values: Values = Field(default_factory=dict)
     templates: list[Template] = Field(min_length=1)
 
@@ -53,7 +90,11 @@ class TemplateFile(BaseModel):
     def _placeholders_have_values(self) -> "TemplateFile":
         for i, template in enumerate(self.templates):
             for field in template.placeholders():
-                if field != "language" and field not in template.values and field not in self.values:
+                if field == "language":
+                    if self.languages == [ANY_LANGUAGE]:
+                        raise ValueError(f"templates[{i}] uses {{language}} but the file is tied to no "
+                                         f"language (languages = [\"{ANY_LANGUAGE}\"])")
+                elif field not in template.values and field not in self.values:
                     raise ValueError(f"templates[{i}] uses {{{field}}} but no values are given for it")
         return self
 

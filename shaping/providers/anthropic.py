@@ -20,11 +20,14 @@ writes as input tokens (and says which).
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from pydantic import Field
 
 from shaping.providers.base import UnsupportedRequest
+from shaping.providers.batch import BatchAPI, BatchLimits, BatchState, item_error
 from shaping.providers.http import HTTPOptions, HTTPProvider
 from shaping.providers.reasoning import anthropic_params
 from shaping.requests import ImagePart, LLMMessage, LLMRequest, ModelResponse, TextPart, ToolCall, Usage
@@ -42,11 +45,13 @@ class AnthropicOptions(HTTPOptions):
     anthropic_version: str = "2026-10-21"
 
 
-class AnthropicProvider(HTTPProvider):
+class AnthropicProvider(BatchAPI, HTTPProvider):
     default_base_url = "https://api.anthropic.com"
     path = "/v1/messages"
     needs_key = True
     Options = AnthropicOptions
+    #: Message Batches: up to 100,000 requests or 256 MB
+    batch_limits = BatchLimits(100_000, 256 * 10**6)
 
     def headers(self) -> dict[str, str]:
         return {"x-api-key": self._api_key or "", "anthropic-version": self.options.anthropic_version}
@@ -121,6 +126,74 @@ class AnthropicProvider(HTTPProvider):
             finish_reason=STOP_REASONS.get(stop, "stop" if stop else None),
             usage=_usage(data.get("usage") or {}),
         )
+
+
+    # -- Message Batches: POST /v1/messages/batches {requests: [{custom_id, params}]}, poll
+    # GET /v1/messages/batches/{id}, read results_url (JSONL) once processing has ended ---------
+
+    def batch_item(self, custom_id: str, request: LLMRequest) -> bytes:
+        return orjson.dumps({"custom_id": custom_id, "params": self.body(request)})
+
+    async def create_batch(self, items: list[bytes], tag: str) -> BatchState:
+        body = b'{"requests":[' + b",".join(items) + b"]}"
+        return self._batch_state(await self.api_call("POST", f"{self.path}/batches", body))
+
+    async def get_batch(self, batch_id: str) -> BatchState:
+        return self._batch_state(await self.api_call("GET", f"{self.path}/batches/{batch_id}"))
+
+    async def cancel_batch(self, batch_id: str) -> BatchState:
+        return self._batch_state(await self.api_call("POST", f"{self.path}/batches/{batch_id}/cancel"))
+
+    def _batch_state(self, data: dict[str, Any]) -> BatchState:
+        counts = data.get("request_counts") or {}
+        failed = sum(int(counts.get(k) or 0) for k in ("errored", "canceled", "expired"))
+        succeeded = int(counts.get("succeeded") or 0)
+        status = data["processing_status"]
+        url = data.get("results_url")
+        return BatchState(
+            id=data["id"], status=status, ended=status == "ended",
+            total=succeeded + failed + int(counts.get("processing") or 0), succeeded=succeeded, failed=failed,
+            results=[url or f"{self.path}/batches/{data['id']}/results"],
+            cancelled=data.get("cancel_initiated_at") is not None)
+
+    async def batch_results(self, state: BatchState) -> AsyncIterator[tuple[str, ModelResponse]]:
+        async for line in self.api_lines(state.results[0]):
+            if not line.strip():
+                continue
+            try:
+                data = orjson.loads(line)
+                custom_id, result = data["custom_id"], data["result"]
+                kind = result["type"]
+            except (ValueError, KeyError, TypeError):
+                continue  # unreadable: its request counts as missing
+            if kind == "succeeded":
+                yield custom_id, self.read_answer(result.get("message"))
+            elif kind == "errored":
+                error = ((result.get("error") or {}).get("error")) or {}
+                name, retryable, status = BATCH_ERRORS.get(error.get("type"), ("server_error", True, None))
+                yield custom_id, item_error(name, self.scrub(f"{error.get('type')}: {error.get('message')}"),
+                                            retryable, status)
+            elif kind == "canceled":
+                yield custom_id, item_error("batch_cancelled", "the batch was cancelled before this request ran",
+                                            retryable=False)
+            else:  # expired: the batch ended (24 h) before this request ran
+                yield custom_id, item_error("batch_expired", f"{kind}: the batch ended before this request ran",
+                                            retryable=True)
+
+
+#: an errored batch result's error type -> (our error type, retryable, the HTTP status it stands for)
+BATCH_ERRORS = {
+    "invalid_request_error": ("bad_request", False, 400),
+    "authentication_error": ("auth_error", False, 401),
+    "billing_error": ("billing_error", False, 402),
+    "permission_error": ("permission_error", False, 403),
+    "not_found_error": ("not_found", False, 404),
+    "request_too_large": ("bad_request", False, 413),
+    "rate_limit_error": ("rate_limited", True, 429),
+    "api_error": ("server_error", True, 500),
+    "timeout_error": ("timeout", True, 504),
+    "overloaded_error": ("server_error", True, 529),
+}
 
 
 def _system_text(message: LLMMessage) -> str:

@@ -27,7 +27,7 @@ import http
 import time
 import urllib.request
 from abc import abstractmethod
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ClassVar
@@ -44,6 +44,7 @@ from pyreqwest.proxy import ProxyBuilder
 from shaping import __version__
 from shaping.errors import ConfigError
 from shaping.providers.base import Provider, UnsupportedRequest
+from shaping.providers.batch import BatchCallError
 from shaping.providers.endpoints import Endpoints
 from shaping.requests import LLMRequest, ModelResponse, ResponseError
 
@@ -61,6 +62,14 @@ class TransportError(Exception):
         self.kind = kind
         self.message = message
         self.retryable = retryable
+
+
+class StatusError(Exception):
+    """An HTTP answer with a status of 300 or more, where the caller reads a stream."""
+
+    def __init__(self, response: "Response") -> None:
+        super().__init__(f"HTTP {response.status}")
+        self.response = response
 
 
 class ResponseTooLarge(TransportError):
@@ -145,6 +154,46 @@ class Client:
                 if len(data) > self.max_response_bytes:
                     raise ResponseTooLarge(self.where, self.max_response_bytes)
                 return Response(response.status, response.headers, data)
+        except rq.PyreqwestError as exc:
+            raise self._error(exc) from exc
+
+    async def call(self, method: str, url: str, body: bytes | None = None, form: Any = None) -> Response:
+        """One request of any method to any URL (a batch API's files and batches), read whole;
+        `form` is a pyreqwest multipart FormBuilder. Raises TransportError as `post` does."""
+        builder = self._client.request(method, Url(url))
+        if form is not None:  # its content type, over the client's default (JSON)
+            builder = builder.header("content-type", f"multipart/form-data; boundary={form.boundary}").multipart(form)
+        elif body is not None:
+            builder = builder.body_bytes(body)
+        try:
+            async with builder.build_streamed() as response:
+                reader = response.body_reader
+                chunk = await reader.read_chunk()
+                data = await self._read_on(reader, bytearray(), chunk) if chunk is not None else b""
+                return Response(response.status, response.headers, data)
+        except rq.PyreqwestError as exc:
+            raise self._error(exc) from exc
+
+    async def lines(self, url: str) -> AsyncIterator[bytes]:
+        """GET `url` and yield its body line by line as it arrives (a batch's results, which
+        may be far larger than `max_response_bytes`: only one line must fit in it). A status
+        of 300 or more raises StatusError with the (bounded) body."""
+        try:
+            async with self._client.get(Url(url)).build_streamed() as response:
+                reader = response.body_reader
+                if response.status >= 300:
+                    chunk = await reader.read_chunk()
+                    data = await self._read_on(reader, bytearray(), chunk) if chunk is not None else b""
+                    raise StatusError(Response(response.status, response.headers, data))
+                rest = b""
+                while (chunk := await reader.read_chunk()) is not None:
+                    *complete, rest = (rest + chunk.to_bytes()).split(b"\n")
+                    if len(rest) > self.max_response_bytes:
+                        raise ResponseTooLarge(self.where, self.max_response_bytes)
+                    for line in complete:
+                        yield line
+                if rest:
+                    yield rest
         except rq.PyreqwestError as exc:
             raise self._error(exc) from exc
 
@@ -275,6 +324,7 @@ class HTTPProvider(Provider):
         self.base_url = self.base_urls[0]
         self.endpoints = Endpoints(self.base_urls, self.path, self.options.eject_after, self.options.eject_s)
         self._clients: dict[str, Client] = {}
+        self._api_client: Client | None = None  # batch API calls (other paths and methods)
 
     # -- what a concrete API defines ----------------------------------------------------------
 
@@ -305,8 +355,64 @@ class HTTPProvider(Provider):
 
     async def aclose(self) -> None:
         clients, self._clients = self._clients, {}
+        if self._api_client is not None:
+            clients["api"], self._api_client = self._api_client, None
         for client in clients.values():
             await client.aclose()
+
+    # -- batch APIs: other paths and methods on the first base_url ---------------------------
+
+    def _api(self) -> Client:
+        if self._api_client is None:
+            try:
+                self._api_client = Client(self.base_url, self.headers(), self.config.timeout_s,
+                                          proxy_for(self.base_url), self.options.max_response_bytes,
+                                          self.options.http2)
+            except ValueError as exc:
+                raise ConfigError(f"model '{self.name}': {self.scrub(str(exc))}") from None
+        return self._api_client
+
+    def _api_url(self, path: str) -> tuple[str, str]:
+        """(URL, path shown in messages) for an API path or a URL the API gave (a results URL):
+        never another host than base_url's, which would get the key."""
+        if "://" not in path:
+            return self.base_url + path, path
+        if urlsplit(path).netloc != urlsplit(self.base_url).netloc:
+            raise BatchCallError(self.failure("bad_response", f"the API pointed at {urlsplit(path).netloc}, "
+                                              f"not {urlsplit(self.base_url).netloc}: not followed (the key "
+                                              f"would go there)").error)
+        return path, urlsplit(path).path
+
+    async def api_call(self, method: str, path: str, body: Any = None, form: Any = None) -> Any:
+        """`method` `path` (under base_url) with a JSON `body` (or its bytes) or a multipart
+        `form`; the JSON answer. Raises BatchCallError (retryable as an online request would be)."""
+        url, shown = self._api_url(path)
+        try:
+            payload = body if body is None or isinstance(body, bytes) else orjson.dumps(body)
+            response = await self._api().call(method, url, payload, form)
+        except TransportError as exc:
+            raise BatchCallError(self.failure(exc.kind, exc.message, retryable=exc.retryable).error) from None
+        if response.status >= 300:
+            raise BatchCallError(self.http_failure(response.status, response.body, response.headers, response.reason,
+                                                   self.base_url, shown).error)
+        try:
+            return orjson.loads(response.body)
+        except ValueError:
+            raise BatchCallError(self.failure("bad_response", f"{method} {shown}: the answer is not JSON: "
+                                              f"{_snippet(response.body)!r}", retryable=True).error) from None
+
+    async def api_lines(self, path: str) -> AsyncIterator[bytes]:
+        """GET `path` (or a URL on base_url's host) line by line, as it arrives."""
+        url, shown = self._api_url(path)
+        try:
+            async for line in self._api().lines(url):
+                yield line
+        except StatusError as exc:
+            r = exc.response
+            raise BatchCallError(self.http_failure(r.status, r.body, r.headers, r.reason, self.base_url,
+                                                   shown).error) from None
+        except TransportError as exc:
+            raise BatchCallError(self.failure(exc.kind, exc.message, retryable=exc.retryable).error) from None
 
     async def generate_batch(self, requests: list[LLMRequest]) -> list[ModelResponse]:
         if len(requests) == 1:
@@ -351,17 +457,23 @@ class HTTPProvider(Provider):
                                     f"not one JSON body: {_snippet(body)!r}")
             # cut short or garbled on the way: another try may get it whole
             return self.failure("bad_response", f"response body is not JSON: {_snippet(body)!r}", retryable=True)
+        return self.read_answer(data, body)
+
+    def read_answer(self, data: Any, body: bytes | None = None) -> ModelResponse:
+        """A successful answer's JSON (`body`: as it came, for the message) -> response; a shape
+        we do not read is a `bad_response` failure (the same body would come back every time)."""
         try:
             result = self.parse(data)
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-            # JSON of a shape we do not read: the same body would come back every time
+            if body is None:
+                body = orjson.dumps(data)
             return self.failure("bad_response", f"unexpected response shape ({type(exc).__name__}: "
                                 f"{str(exc)[:80]}): {_snippet(body)!r}")
         result.model = result.model or self.config.model
         return result
 
     def http_failure(self, status: int, body: bytes, headers: Mapping[str, str], reason: str | None,
-                     base_url: str) -> ModelResponse:
+                     base_url: str, path: str | None = None) -> ModelResponse:
         kind, retryable = STATUS_ERRORS.get(status, ("server_error", True) if status >= 500 else ("client_error", False))
         detail = server_message(body, reason)
         if status < 400:  # the API moved: requests are not followed elsewhere with the key on them
@@ -371,7 +483,7 @@ class HTTPProvider(Provider):
             detail += (f": check {env}" if env else
                        f": no key was sent (shaping.toml models.{self.name}.api_key_env names the variable holding it)")
         return self.failure(
-            kind, f"HTTP {status} from {base_url}{self.path}: {detail}",
+            kind, f"HTTP {status} from {base_url}{self.path if path is None else path}: {detail}",
             retryable=retryable, status_code=status,
             retry_after=parse_retry_after(headers) if retryable else None,
         )

@@ -13,17 +13,26 @@ real models send back:
   turns it answers with text that quotes their results;
 - `max_tokens` cuts the answer at that many words (`finish_reason: length`);
 - `fail_when_contains` / `refuse_when_contains`: a failed request / a refusal, for tests.
+
+In batch mode (`batch = true`) its batches end `batch_latency_s` after they are submitted, with
+the answers it gives online; they live in the process that submitted them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import ClassVar
 
 import anyio
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from shaping.providers.base import Provider
+from shaping.providers.batch import BatchAPI, BatchCallError, BatchLimits, BatchState, item_error
 from shaping.providers.mock_json import schema_instance
 from shaping.requests import LLMRequest, ModelResponse, ResponseError, ToolCall, Usage
 
@@ -39,6 +48,8 @@ class MockOptions(BaseModel):
         default=None, description="refuse requests whose last user turn contains this text"
     )
     reasoning: bool = Field(default=False, description="think before every answer (as with reasoning_effort)")
+    batch_latency_s: float = Field(default=1.0, ge=0,
+                                   description="in batch mode (batch = true): a batch ends this long after it is submitted")
 
 
 def conversation_digest(request: LLMRequest) -> str:
@@ -88,12 +99,67 @@ def mock_reasoning(request: LLMRequest) -> str:
             f"({conversation_digest(request)}): restate the question, recall what applies, then answer.")
 
 
-class MockProvider(Provider):
+@dataclass
+class _MockBatch:
+    ends_at: float
+    requests: list[tuple[str, LLMRequest]]
+    cancelled: bool = False
+
+
+class MockProvider(BatchAPI, Provider):
     default_batch_size = 64
     default_concurrency = 4
     supports_response_format = True
     Options = MockOptions
-    operational_options = frozenset({"latency_s"})
+    operational_options = frozenset({"latency_s", "batch_latency_s"})
+    batch_limits = BatchLimits(100_000, 256 * 10**6)
+    #: the batches this process submitted (a mock batch lives as long as its process)
+    _batches: ClassVar[dict[str, _MockBatch]] = {}
+
+    # -- batch mode: answers as online, `batch_latency_s` after the batch was submitted ------
+
+    def batch_item(self, custom_id: str, request: LLMRequest) -> bytes:
+        return orjson.dumps({"custom_id": custom_id, "request": request.model_dump(mode="json", exclude={"metadata"})})
+
+    async def create_batch(self, items: list[bytes], tag: str) -> BatchState:
+        batch_id = f"mockbatch_{tag}"
+        requests = [(d["custom_id"], LLMRequest.model_validate(d["request"])) for d in map(orjson.loads, items)]
+        self._batches[batch_id] = _MockBatch(time.monotonic() + self.options.batch_latency_s, requests)
+        return self._batch_state(batch_id)
+
+    def _known(self, batch_id: str) -> _MockBatch:
+        batch = self._batches.get(batch_id)
+        if batch is None:
+            raise BatchCallError(ResponseError(type="not_found", status_code=404, message=(
+                f"mock batch {batch_id} is unknown to this process (a mock batch lives as long as the run that "
+                f"submitted it)")))
+        return batch
+
+    def _batch_state(self, batch_id: str) -> BatchState:
+        batch = self._known(batch_id)
+        ended = batch.cancelled or time.monotonic() >= batch.ends_at
+        total = len(batch.requests)
+        return BatchState(id=batch_id, status="cancelled" if batch.cancelled else "ended" if ended else "in_progress",
+                          ended=ended, total=total, succeeded=0 if batch.cancelled or not ended else total,
+                          failed=total if batch.cancelled else 0, cancelled=batch.cancelled)
+
+    async def get_batch(self, batch_id: str) -> BatchState:
+        return self._batch_state(batch_id)
+
+    async def cancel_batch(self, batch_id: str) -> BatchState:
+        batch = self._known(batch_id)
+        if time.monotonic() < batch.ends_at:
+            batch.cancelled = True
+        return self._batch_state(batch_id)
+
+    async def batch_results(self, state: BatchState) -> AsyncIterator[tuple[str, ModelResponse]]:
+        batch = self._known(state.id)
+        for custom_id, request in batch.requests:
+            if batch.cancelled:
+                yield custom_id, item_error("batch_cancelled", "the batch was cancelled before this request ran",
+                                            retryable=False)
+            else:
+                yield custom_id, self._answer(request)
 
     async def generate_batch(self, requests: list[LLMRequest]) -> list[ModelResponse]:
         if self.options.latency_s:

@@ -13,18 +13,25 @@ reason, and usage with its cached and reasoning token details.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from pydantic import Field
 
 from shaping.providers.base import UnsupportedRequest
+from shaping.providers.batch import BatchAPI, BatchLimits, BatchState, item_error
 from shaping.providers.http import HTTPOptions, HTTPProvider
 from shaping.providers.reasoning import openai_params
-from shaping.requests import LLMRequest, ModelResponse, ToolCall, Usage
+from shaping.requests import LLMRequest, ModelResponse, ResponseError, ToolCall, Usage
 
 FINISH_REASONS = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",
                   "content_filter": "content_filter", "refusal": "refusal", "eos": "stop", "end_turn": "stop",
                   "max_tokens": "length", "stop_sequence": "stop"}
+#: the endpoint every line of a batch goes to (relative to the API's root, not to base_url)
+BATCH_ENDPOINT = "/v1/chat/completions"
+#: the batch metadata key that holds shaping's tag for a submission
+TAG_KEY = "shaping_tag"
 #: base URLs whose server enforces `response_format` (the schema need not be in the prompt)
 HONOURS_RESPONSE_FORMAT = ("https://api.openai.com/",)
 
@@ -35,11 +42,13 @@ class OpenAIOptions(HTTPOptions):
         default=None, description="whether the server enforces response_format (default: only api.openai.com)")
 
 
-class OpenAIProvider(HTTPProvider):
+class OpenAIProvider(BatchAPI, HTTPProvider):
     default_base_url = "https://api.openai.com/v1"
     path = "/chat/completions"
     supports_response_format = True
     Options = OpenAIOptions
+    #: Batch API: a JSONL file of up to 50,000 requests or 200 MB
+    batch_limits = BatchLimits(50_000, 200 * 10**6)
 
     @property
     def honours_response_format(self) -> bool:
@@ -89,6 +98,90 @@ class OpenAIProvider(HTTPProvider):
             finish_reason=FINISH_REASONS.get(finish) if finish else None,
             usage=_usage(data.get("usage") or {}),
         )
+
+
+    # -- the Batch API: upload a JSONL file (POST /files, purpose batch), POST /batches, poll
+    # GET /batches/{id}, read output_file_id and error_file_id (GET /files/{id}/content) ------
+
+    def batch_item(self, custom_id: str, request: LLMRequest) -> bytes:
+        return orjson.dumps({"custom_id": custom_id, "method": "POST", "url": BATCH_ENDPOINT,
+                             "body": self.body(request)})
+
+    async def create_batch(self, items: list[bytes], tag: str) -> BatchState:
+        from pyreqwest.multipart import FormBuilder, PartBuilder
+
+        content = b"\n".join(items) + b"\n"
+        form = (FormBuilder().text("purpose", "batch")
+                .part("file", PartBuilder.from_bytes(content).file_name(f"shaping-{tag}.jsonl")
+                      .mime("application/jsonl")))
+        file = await self.api_call("POST", "/files", form=form)
+        data = await self.api_call("POST", "/batches", {
+            "input_file_id": file["id"], "endpoint": BATCH_ENDPOINT, "completion_window": "24h",
+            "metadata": {TAG_KEY: tag}})
+        return self._batch_state(data)
+
+    async def get_batch(self, batch_id: str) -> BatchState:
+        return self._batch_state(await self.api_call("GET", f"/batches/{batch_id}"))
+
+    async def cancel_batch(self, batch_id: str) -> BatchState:
+        return self._batch_state(await self.api_call("POST", f"/batches/{batch_id}/cancel"))
+
+    async def find_batch(self, tag: str, since: float) -> str | None:
+        data = await self.api_call("GET", "/batches?limit=100")
+        for batch in data.get("data") or []:
+            if (batch.get("metadata") or {}).get(TAG_KEY) == tag:
+                return batch["id"]
+        return None
+
+    def _batch_state(self, data: dict[str, Any]) -> BatchState:
+        status = data["status"]
+        counts = data.get("request_counts") or {}
+        error = None
+        if status == "failed":  # validation of the file failed: no result per request
+            errors = (data.get("errors") or {}).get("data") or []
+            message = "; ".join(f"{e.get('code')}: {e.get('message')}" + (f" (line {e['line']})" if e.get("line") else "")
+                                for e in errors[:3]) or "the batch failed"
+            # the organisation's queue of batch tokens was full: it empties as batches end
+            retryable = any(e.get("code") == "token_limit_exceeded" for e in errors)
+            error = ResponseError(type="batch_failed", message=self.scrub(f"batch {data['id']} failed: {message}"),
+                                  retryable=retryable)
+        return BatchState(
+            id=data["id"], status=status, ended=status in ("completed", "failed", "expired", "cancelled"),
+            total=int(counts.get("total") or 0), succeeded=int(counts.get("completed") or 0),
+            failed=int(counts.get("failed") or 0),
+            results=[f for f in (data.get("output_file_id"), data.get("error_file_id")) if f],
+            error=error, cancelled=status in ("cancelling", "cancelled"))
+
+    async def batch_results(self, state: BatchState) -> AsyncIterator[tuple[str, ModelResponse]]:
+        for file_id in state.results:
+            async for line in self.api_lines(f"/files/{file_id}/content"):
+                if not line.strip():
+                    continue
+                try:
+                    data = orjson.loads(line)
+                    custom_id = data["custom_id"]
+                except (ValueError, KeyError, TypeError):
+                    continue  # unreadable: its request counts as missing
+                yield custom_id, self._batch_answer(data)
+
+    def _batch_answer(self, data: dict[str, Any]) -> ModelResponse:
+        """One output or error line: the answer, an HTTP failure (as online), or expired/cancelled."""
+        error = data.get("error")
+        response = data.get("response")
+        if error or not isinstance(response, dict):
+            code = (error or {}).get("code") or "batch_error"
+            message = self.scrub(f"{code}: {(error or {}).get('message') or 'no response in the batch output'}")
+            if code == "batch_expired":
+                return item_error("batch_expired", message, retryable=True)
+            if code == "batch_cancelled":
+                return item_error("batch_cancelled", message, retryable=False)
+            return item_error("batch_error", message, retryable=True)
+        status = int(response.get("status_code") or 0)
+        body = response.get("body")
+        raw = orjson.dumps(body)
+        if status >= 300 or status == 0:
+            return self.http_failure(status or 500, raw, {}, None, self.base_url, f"{self.path} (in a batch)")
+        return self.read_answer(body, raw)
 
 
 def _content(content: Any) -> tuple[str, str | None]:

@@ -11,13 +11,21 @@ entry-point group (the built-in ones too, in shaping's pyproject.toml), scripts 
 A provider's module is imported when a model first uses it (so torch loads only when a
 transformers model is used). A name given to `register` wins over an entry point of the same
 name, and a Ray run carries what `register` added to its workers (`registrations`).
+
+Named hosts (`PRESETS`): `provider = "ollama" | "together" | "xai" | "vllm"` is the openai
+provider with that host's base_url and key variable filled in where the table leaves them out
+(`resolve_model`). A preset is the fallback for its name: a provider registered or installed
+under the same name replaces it, defaults and all.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
+import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
 from shaping.config import ModelConfig
@@ -44,7 +52,37 @@ INFERRED: dict[str, tuple[str, str | None]] = {
     "o3": ("openai", None),
     "o4": ("openai", None),
     "claude-": ("anthropic", None),
-    "grok-": ("openai", "https://api.x.ai/v1"),
+    "grok-": ("xai", None),  # the xai preset gives the base_url and key variable
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named host: a provider (openai) with defaults that a `[models.NAME]` table overrides."""
+
+    #: where the API is; None: the table must give base_url (or base_urls)
+    base_url: str | None
+    #: the variable holding the key, unless the table names another; None: no key is sent
+    #: unless the table names a variable
+    api_key_env: str | None
+    #: the provider that talks to the host
+    provider: str = "openai"
+    #: a server the user runs: no per-token price (shaping.prices)
+    self_hosted: bool = False
+    about: str = ""
+
+
+#: provider name -> preset. Checked against the hosts' own documentation (2026): Ollama
+#: serves its OpenAI-compatible API at /v1 and ignores keys; Together documents
+#: api.together.ai/v1 (api.together.xyz, the older name, answers too); xAI api.x.ai/v1.
+PRESETS: dict[str, Preset] = {
+    "ollama": Preset("http://localhost:11434/v1", None, self_hosted=True,
+                     about="Ollama's OpenAI-compatible API on this machine; no key"),
+    "together": Preset("https://api.together.ai/v1", "TOGETHER_API_KEY", about="Together AI"),
+    "xai": Preset("https://api.x.ai/v1", "XAI_API_KEY", about="xAI (Grok models)"),
+    "vllm": Preset(None, None, self_hosted=True,
+                   about="a vLLM server (vllm serve): base_url required; a key only if the table names "
+                         "api_key_env (the server's --api-key)"),
 }
 
 
@@ -76,8 +114,23 @@ def _entry_points() -> dict[str, list[EntryPoint]]:
 
 
 def provider_names() -> list[str]:
-    """Every provider name known here: entry points of installed packages and `register`ed ones."""
-    return sorted(set(PROVIDERS) | set(_LOADED) | set(_entry_points()))
+    """Every provider name known here: entry points of installed packages, `register`ed ones
+    and the presets."""
+    return sorted(set(PROVIDERS) | set(_LOADED) | set(_entry_points()) | set(PRESETS))
+
+
+@functools.lru_cache(maxsize=64)
+def _installed(provider: str, path: tuple[str, ...]) -> bool:
+    return provider in _entry_points()
+
+
+def preset_for(provider: str | None) -> Preset | None:
+    """The preset that provider name `provider` stands for; None when it names none, or when
+    a provider registered or installed under that name replaces the preset."""
+    preset = PRESETS.get(provider) if provider else None
+    if preset is None or provider in PROVIDERS or provider in _LOADED or _installed(provider, tuple(sys.path)):
+        return None
+    return preset
 
 
 def resolve_provider_name(name: str, config: ModelConfig) -> str:
@@ -93,12 +146,36 @@ def resolve_provider_name(name: str, config: ModelConfig) -> str:
 
 
 def resolve_base_url(config: ModelConfig) -> str | None:
-    if config.base_url or config.provider:
+    """The table's base_url, else its preset's (with `base_urls`, none: those are used)."""
+    if config.base_url or config.base_urls:
         return config.base_url
-    for prefix, (_, base_url) in INFERRED.items():
-        if config.model.startswith(prefix):
-            return base_url
-    return None
+    provider = config.provider
+    if not provider:
+        for prefix, (inferred, base_url) in INFERRED.items():
+            if config.model.startswith(prefix):
+                provider = inferred
+                if base_url:
+                    return base_url
+                break
+    preset = preset_for(provider)
+    return preset.base_url if preset is not None else None
+
+
+def resolve_model(name: str, config: ModelConfig) -> ModelConfig:
+    """The table as its provider gets it: `provider` named (inferred from the model id where
+    left out), and a preset's base_url and api_key_env where the table leaves them out.
+    A preset that needs a base_url and has none is one ConfigError line."""
+    provider = resolve_provider_name(name, config)
+    update: dict = {"provider": provider, "base_url": resolve_base_url(config)}
+    preset = preset_for(provider)
+    if preset is not None:
+        if not (update["base_url"] or config.base_urls):
+            raise ConfigError(
+                f"shaping.toml: models.{name}.base_url: required by provider '{provider}' (the server's "
+                f"OpenAI-compatible URL, e.g. base_url = \"http://localhost:8000/v1\")"
+            )
+        update["api_key_env"] = config.api_key_env or preset.api_key_env
+    return config.model_copy(update=update)
 
 
 def _origin(ep: EntryPoint) -> str:
@@ -141,6 +218,8 @@ def provider_class(name: str, provider: str) -> type[Provider]:
         return entry
     if (cls := _LOADED.get(provider)) is not None:
         return cls
+    if (preset := preset_for(provider)) is not None:
+        return provider_class(name, preset.provider)
     found = _entry_points()
     candidates = found.get(provider)
     if not candidates:
@@ -163,7 +242,8 @@ def provider_class(name: str, provider: str) -> type[Provider]:
 def check_model(name: str, config: ModelConfig) -> type[Provider]:
     """Everything about a model that can be checked before a run without its key: the provider
     is known and the options fit it. The key is read when the model first sends a request."""
-    provider = resolve_provider_name(name, config)
+    config = resolve_model(name, config)
+    provider = config.provider
     cls = provider_class(name, provider)
     try:
         cls.Options.model_validate(config.options)
@@ -179,9 +259,9 @@ def check_model(name: str, config: ModelConfig) -> type[Provider]:
 def create_provider(name: str, config: ModelConfig, read_key: bool = True) -> Provider:
     """Build the provider for model `name`, reading its API key from the named variable
     (`read_key=False`: without its key, for a dry run that sends nothing)."""
-    provider = resolve_provider_name(name, config)
+    table, config = config, resolve_model(name, config)
+    provider = config.provider
     cls = provider_class(name, provider)
-    config = config.model_copy(update={"provider": provider, "base_url": resolve_base_url(config)})
     api_key = None
     if not read_key:
         pass  # checked by check_model; read when the model first sends
@@ -190,7 +270,8 @@ def create_provider(name: str, config: ModelConfig, read_key: bool = True) -> Pr
         if not api_key:
             raise ConfigError(
                 f"model '{name}': environment variable {config.api_key_env} is not set "
-                f"(shaping.toml models.{name}.api_key_env names it)"
+                + (f"(shaping.toml models.{name}.api_key_env names it)" if table.api_key_env else
+                   f"(provider '{provider}' reads the key from it; api_key_env in [models.{name}] can name another)")
             )
     elif cls.needs_key:
         raise ConfigError(f"shaping.toml: models.{name}.api_key_env: required by provider '{provider}'")

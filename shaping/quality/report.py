@@ -64,6 +64,34 @@ def _histogram(values: list[int], title: str, bins: int = 20, unit: str = "chars
             "width": 40 + bins * 25, "high_x": bins * 25}
 
 
+#: runs the history plot shows (the latest)
+PLOTTED_RUNS = 60
+
+
+def _history_plot(runs: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """Success rate over runs (records that became samples, of those taken) as an SVG line:
+    one point per run (shaping.history), the failed ones marked."""
+    if not runs:
+        return None
+    first = max(0, len(runs) - PLOTTED_RUNS)  # runs before the plotted ones
+    runs = runs[first:]
+    step = 560 / (len(runs) - 1) if len(runs) > 1 else 0
+    points = []
+    for i, run in enumerate(runs):
+        records = run.get("records") if isinstance(run.get("records"), int) else 0
+        errors = run.get("error_count") if isinstance(run.get("error_count"), int) else 0
+        rate = (records - errors) / records if records else 0.0
+        status = str(run.get("status") or "?")
+        x, y = (40 + i * step) if len(runs) > 1 else 320, 130 - 120 * max(0.0, min(1.0, rate))
+        points.append({"x": f"{x:.1f}", "y": f"{y:.1f}", "bad": status in ("failed", "interrupted"),
+                       "title": f"run {first + i + 1}, {str(run.get('started_at') or '')[:16].replace('T', ' ')}: "
+                                f"{rate:.1%} ({records - errors} of {records} records), {status}"})
+    latest = runs[-1]
+    return {"points": points, "line": " ".join(f"{p['x']},{p['y']}" for p in points), "count": len(runs),
+            "ok": sum(1 for r in runs if r.get("status") in ("ok", "partial")),
+            "latest": points[-1]["title"], "latest_status": str(latest.get("status") or "?")}
+
+
 def _messages(messages: list[Any]) -> list[dict[str, Any]]:
     shown = []
     for m in messages:
@@ -173,8 +201,11 @@ def _dedupe(data: Dataset, result: Any) -> dict[str, Any] | None:
             "command": f"isf pipeline dedupe {data.name}" + (f" --near {near:g}" if near is not None else "")}
 
 
-def render(data: Dataset, checks: list[Check], max_samples: int = 300, dedupe: Any = None) -> str:
-    """`dedupe`: what dedupe would remove (checks.dedupe_preview), shown with examples."""
+def render(data: Dataset, checks: list[Check], max_samples: int = 300, dedupe: Any = None,
+           history: list[dict[str, Any]] | None = None, variants: list[Any] | None = None) -> str:
+    """`dedupe`: what dedupe would remove (checks.dedupe_preview), shown with examples;
+    `history`: the pipeline's runs (shaping.history), plotted; `variants`: the prompt variants'
+    figures (shaping.quality.variants), side by side."""
     n, errors = len(data.samples), len(data.errors)
     failed = [c for c in checks if not c.passed]
     manifest = data.manifest
@@ -216,6 +247,8 @@ def render(data: Dataset, checks: list[Check], max_samples: int = 300, dedupe: A
         figures=[{"label": label, "value": value, "id": fid} for label, value, fid in figures],
         checks=[_check(c) for c in checks],
         dedupe=_dedupe(data, dedupe),
+        history=_history_plot(history),
+        variants=[v.row() for v in variants or ()],
         histograms=histograms,
         errors=[{"kind": kind, "count": len(items), "example": str(items[0].get("id")),
                  "message": str(items[0].get("message"))[:300]} for kind, items in errors_by_type(data).items()],

@@ -1,0 +1,431 @@
+"""Batch mode (shaping.dispatch.batch): a model's run_task requests through its provider's batch
+API, round by round, against a loopback fake of OpenAI's Batch API and Anthropic's Message
+Batches (tests/servers/batch.py): rounds, retries, identical output, resume after kill -9,
+`isf batch list | cancel`, the SDKs' batch types, cost at batch prices, the mock's batches."""
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from shaping import run_pipeline
+from shaping.config import Project
+from shaping.discovery import discover
+from shaping.errors import ConfigError, RunFailedError, ShapingError
+from shaping.providers.batch import BatchLimits
+from tests.conftest import read_errors, write_project
+from tests.sdk_types import anthropic_params_type, check_body, openai_params_type
+from tests.servers.batch import BatchServer, answer_text
+from tests.test_cli import ISF
+
+KEY = "sk-test-batch-0123456789SECRET"
+RECORDS = 200
+
+PIPELINE = '''
+from shaping.pipeline import Pipeline, TrainingSample, model_request
+
+
+class Twostep(Pipeline):
+    name = "twostep"
+    annotated = False
+    q = Pipeline.model_dep("q")
+    a = Pipeline.model_dep("a")
+
+    def run(self):
+        if {query!r}:
+            self.query("say hello", model=self.q)
+        return self.run_task(self.task, records=[{{"id": f"r{{i}}"}} for i in range({records})])
+
+    def task(self, record):
+        question = yield model_request(f"{{record['id']}} write a question", model=self.q, max_tokens=50)
+        answer = yield model_request([{{"role": "system", "content": "Answer briefly."}},
+                                      {{"role": "user", "content": question.get_text()}}], model=self.a)
+        return TrainingSample(id=record["id"], messages=[
+            {{"role": "user", "content": question.get_text()}},
+            {{"role": "assistant", "content": answer.get_text()}}])
+
+
+if __name__ == "__main__":
+    Twostep().execute()
+'''
+
+
+def toml(server, batch=True, poll=0.05, max_retries=2, extra=""):
+    flag = "batch = true\n" if batch else ""
+    return (f'[models.q]\nprovider = "openai"\nmodel = "gpt-4o-mini"\nbase_url = "{server.openai_url}"\n'
+            f'api_key_env = "SHAPING_BATCH_KEY"\nretry_backoff_s = 0.01\nmax_retries = {max_retries}\n'
+            f'batch_poll_s = {poll}\nprice_per_million_input = 1.0\nprice_per_million_output = 2.0\n{flag}{extra}'
+            f'[models.a]\nprovider = "anthropic"\nmodel = "claude-sonnet-4-5"\nbase_url = "{server.anthropic_url}"\n'
+            f'api_key_env = "SHAPING_BATCH_KEY"\nretry_backoff_s = 0.01\nmax_retries = {max_retries}\n'
+            f'batch_poll_s = {poll}\nprice_per_million_input = 3.0\nprice_per_million_output = 15.0\n{flag}')
+
+
+def make(root: Path, server, records=RECORDS, query=False, **options) -> Project:
+    root.mkdir(parents=True, exist_ok=True)
+    project = write_project(root, toml(server, **options))
+    (root / "pipelines" / "twostep.py").write_text(PIPELINE.format(records=records, query=query))
+    return project
+
+
+def run(root: Path, **options):
+    project = Project.load(root)
+    return run_pipeline(discover(project)["twostep"].cls(project), **options)
+
+
+def isf(root, *args, timeout=120):
+    return subprocess.run([ISF, *args], cwd=root, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "COLUMNS": "250"})
+
+
+@pytest.fixture
+def server(monkeypatch):
+    monkeypatch.setenv("SHAPING_BATCH_KEY", KEY)
+    with BatchServer(api_key=KEY, delay_s=0.05) as s:
+        yield s
+
+
+def rid(body) -> str:
+    """The record a request is for (its prompt starts with the record id, or quotes it)."""
+    return re.search(r"\br(\d+)\b", json.dumps(body["messages"])).group(0)
+
+
+def on(api, *records):
+    return lambda a, custom_id, body: a == api and rid(body) in records
+
+
+def lines_by_id(path: Path) -> dict[str, bytes]:
+    return {json.loads(line)["id"]: line for line in path.read_bytes().splitlines()}
+
+
+# -- the whole run: rounds, retries, identical output, cost ------------------------------------
+
+def test_a_two_step_pipeline_runs_round_by_round_with_no_online_call(tmp_path, server):
+    online = run(make(tmp_path / "online", server, batch=False).root)
+    assert len(server.online) == 2 * RECORDS and not server.batches
+    server.online.clear()
+
+    server.fail("errored", on("openai", "r3"))
+    server.fail("expired", on("openai", "r5"))
+    server.fail("missing", on("openai", "r7"))
+    server.fail("invalid", on("openai", "r9"))          # a 400: not retried
+    server.fail("errored", on("anthropic", "r11"))
+    server.fail("errored", on("anthropic", "r13"), times=99)  # every time: gives up after max_retries
+    result = run(make(tmp_path / "batch", server).root)
+
+    assert server.online == []  # every request went through a batch
+    rounds = {}
+    for batch in result.manifest.batches:
+        rounds.setdefault(batch.round, []).append((batch.model, batch.requests))
+    # two steps, and two rounds of retries: r3/r5/r7's first steps, then their second steps with
+    # r11's and r13's retries, then r13's last try
+    assert rounds == {1: [("q", 200)], 2: [("q", 3), ("a", 196)], 3: [("a", 5)], 4: [("a", 1)]}
+    assert result.stats.batch_rounds == 4
+    assert sorted(b.id for b in result.manifest.batches) == sorted(server.batches)
+
+    errors = {e["id"]: e for e in read_errors(result.paths.errors)}
+    assert sorted(errors) == ["r13", "r9"]
+    assert errors["r9"]["error"] == "bad_request" and "injected invalid request" in errors["r9"]["message"]
+    assert errors["r9"]["steps"][0]["attempts"] == 1
+    assert errors["r13"]["error"] == "server_error"
+    assert "Overloaded" in errors["r13"]["message"] and "gave up after 3 attempts" in errors["r13"]["message"]
+
+    # the same samples, byte for byte, as the online run against the same server
+    online_lines, batch_lines = lines_by_id(online.paths.samples), lines_by_id(result.paths.samples)
+    assert len(batch_lines) == RECORDS - 2
+    assert batch_lines == {k: v for k, v in online_lines.items() if k not in ("r9", "r13")}
+    assert list(batch_lines) == [f"r{i}" for i in range(RECORDS) if i not in (9, 13)]
+
+    # at batch prices: half the online ones
+    q = result.manifest.usage["q"]
+    assert q.batch_requests == RECORDS - 1 and q.requests == RECORDS
+    assert q.cost_usd == pytest.approx((q.prompt_tokens * 1.0 + q.completion_tokens * 2.0) / 1e6 / 2)
+    online_q = online.manifest.usage["q"]
+    assert online_q.cost_usd == pytest.approx((online_q.prompt_tokens * 1.0 + online_q.completion_tokens * 2.0) / 1e6)
+    a = result.manifest.usage["a"]
+    assert a.cost_usd == pytest.approx((a.prompt_tokens * 3.0 + a.completion_tokens * 15.0) / 1e6 / 2)
+
+    # a second run: every answer from the cache; only the two failed records are asked again
+    before = set(server.batches)
+    again = run(tmp_path / "batch")
+    assert server.online == []
+    assert again.manifest.usage["q"].cached == RECORDS - 1 and again.manifest.usage["a"].cached == RECORDS - 2
+    asked = {rid(body) for bid, b in server.batches.items() if bid not in before for _, body in b.items}
+    assert asked == {"r9", "r13"}
+
+
+def test_batch_lines_are_valid_for_the_sdks_and_the_fake_answers_as_the_sdks_read(tmp_path, server):
+    from anthropic.types.messages import MessageBatch, MessageBatchIndividualResponse
+    from anthropic.types.messages.batch_create_params import BatchCreateParams as AnthropicCreate
+    from openai.types import Batch, FileObject
+    from openai.types.batch_create_params import BatchCreateParams as OpenAICreate
+
+    server.fail("errored", on("openai", "r1"))
+    server.fail("expired", on("anthropic", "r2"))
+    run(make(tmp_path, server, records=12).root)
+    assert len(server.uploads) == 2
+    for fields, lines in server.uploads:
+        assert fields == {"purpose": "batch"}
+        for line in lines:
+            assert set(line) == {"custom_id", "method", "url", "body"}
+            assert line["method"] == "POST" and line["url"] == "/v1/chat/completions"
+            check_body(line["body"], openai_params_type())
+        assert len({line["custom_id"] for line in lines}) == len(lines)
+    for api, body in server.creates:
+        if api == "openai":
+            check_body(body, OpenAICreate)
+            assert body["endpoint"] == "/v1/chat/completions" and body["completion_window"] == "24h"
+        else:
+            check_body(body, AnthropicCreate)
+            for request in body["requests"]:
+                assert re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", request["custom_id"])
+                check_body(request["params"], anthropic_params_type())
+                assert request["params"]["system"] == "Answer briefly."
+    # what the fake sends is what the SDKs read
+    kinds = set()
+    for path, value in server.sent:
+        if path == "/v1/files":
+            FileObject.model_validate(value)
+        elif re.fullmatch(r"/v1/batches(/[^/]+(/cancel)?)?", path) and "data" not in value:
+            Batch.model_validate(value)
+        elif re.fullmatch(r"/v1/messages/batches(/[^/]+)?", path):
+            MessageBatch.model_validate(value)
+        elif path.endswith("/results"):
+            kinds.add(MessageBatchIndividualResponse.model_validate(value).result.type)
+        elif path.endswith("/content"):
+            assert set(value) == {"id", "custom_id", "response", "error"}
+    assert kinds == {"succeeded", "expired"}
+
+
+def test_requests_are_split_by_the_providers_limits(tmp_path, server, monkeypatch):
+    from shaping.providers.anthropic import AnthropicProvider
+    from shaping.providers.openai import OpenAIProvider
+
+    monkeypatch.setattr(OpenAIProvider, "batch_limits", BatchLimits(60, 10**9))
+    monkeypatch.setattr(AnthropicProvider, "batch_limits", BatchLimits(10**6, 30_000))
+    result = run(make(tmp_path, server).root)
+    q = [b for b in result.manifest.batches if b.model == "q"]
+    a = [b for b in result.manifest.batches if b.model == "a"]
+    assert [b.requests for b in q] == [60, 60, 60, 20] and {b.round for b in q} == {1}
+    assert len(a) > 1 and sum(b.requests for b in a) == RECORDS and {b.round for b in a} == {2}
+    for api, body in server.creates:
+        if api == "anthropic":
+            assert len(json.dumps(body)) <= 30_000
+    assert result.manifest.counts.samples == RECORDS
+
+
+def test_query_stays_online_and_the_key_is_never_written(tmp_path, server):
+    result = run(make(tmp_path, server, records=5, query=True).root)
+    assert [path for path, _ in server.online] == ["/v1/chat/completions"]
+    assert result.manifest.counts.samples == 5
+    for path in (tmp_path / "training").rglob("*"):
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), path
+
+
+def test_a_wrong_key_fails_the_run_without_showing_the_key(tmp_path, server, monkeypatch):
+    make(tmp_path, server, records=3)
+    monkeypatch.setenv("SHAPING_BATCH_KEY", "sk-wrong-key-9876543210XYZ")
+    with pytest.raises(RunFailedError) as failed:
+        run(tmp_path)
+    assert "authentication failed" in str(failed.value) and "9876543210" not in str(failed.value)
+    assert not server.batches
+
+
+def test_batch_mode_needs_the_cache_the_local_executor_and_no_cost_cap(tmp_path, server):
+    make(tmp_path, server, records=2)
+    with pytest.raises(ShapingError, match="leave out --no-cache"):
+        run(tmp_path, use_cache=False)
+    with pytest.raises(ShapingError, match="--max-cost works with online models only"):
+        run(tmp_path, max_cost=5.0)
+    assert not server.batches
+
+
+def test_batch_needs_a_provider_with_a_batch_api(tmp_path):
+    from shaping.providers.base import Provider
+    from shaping.providers.registry import PROVIDERS, register
+
+    class Plain(Provider):
+        async def generate_batch(self, requests):
+            raise AssertionError
+
+    register("plain-test", Plain)
+    try:
+        write_project(tmp_path, '[models.q]\nprovider = "plain-test"\nmodel = "p"\nbatch = true\n'
+                                '[models.a]\nprovider = "mock"\nmodel = "m"\n')
+        (tmp_path / "pipelines" / "twostep.py").write_text(PIPELINE.format(records=2, query=False))
+        with pytest.raises(ConfigError, match="models.q.batch: provider 'plain-test' has no batch API"):
+            run(tmp_path)
+    finally:
+        PROVIDERS.pop("plain-test", None)
+
+
+# -- kill -9 while waiting, then resume --------------------------------------------------------
+
+def start_run(root: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([ISF, "pipeline", "run", "twostep", "-q", *args], cwd=root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "250"})
+
+
+def polled(server, batch_id, timeout=60) -> None:
+    """Wait until the client has polled `batch_id` (so its id is on disk)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(path == f"/v1/batches/{batch_id}" for path, _ in server.sent):
+            return
+        time.sleep(0.02)
+    raise AssertionError("the run never polled its batch")
+
+
+def first_batch(server, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.batches:
+            return next(iter(server.batches.values()))
+        time.sleep(0.02)
+    raise AssertionError("no batch was created")
+
+
+def test_a_run_killed_while_waiting_reattaches_and_pays_nothing_twice(tmp_path, server):
+    root = tmp_path / "batch"
+    make(root, server, batch=False)  # --batch on the command line
+    server.delay_s = 3600
+    first = start_run(root, "--batch")
+    try:
+        batch = first_batch(server)
+        polled(server, batch.id)
+        os.kill(first.pid, signal.SIGKILL)
+        first.communicate(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == -signal.SIGKILL
+    assert [b.api for b in server.batches.values()] == ["openai"] and len(batch.items) == RECORDS
+
+    listed = isf(root, "batch", "list")
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if batch.id in line)
+    assert "q" in row and "twostep" in row and "200" in row and "in_progress" in row
+
+    batch.ends_at = time.time() + 0.3  # the provider finishes it while nothing runs
+    server.delay_s = 0.05
+    second = start_run(root, "--batch")
+    _, stderr = second.communicate(timeout=120)
+    assert second.returncode == 0, stderr
+
+    openai = server.of("openai")
+    assert openai == [batch], "a request already submitted was submitted again"
+    assert batch.results_fetched >= 1
+    anthropic = server.of("anthropic")
+    assert sum(len(b.items) for b in anthropic) == RECORDS
+    seen = [cid for b in server.batches.values() for cid, _ in b.items]
+    assert len(seen) == len(set(seen)) == 2 * RECORDS
+    assert server.online == []
+    manifest = json.loads((root / "training" / "data" / "twostep.manifest.json").read_text())
+    assert {b["id"]: b["reattached"] for b in manifest["batches"]}[batch.id] is True
+    # what was answered equals an online run's answers
+    samples = [json.loads(line) for line in (root / "training" / "data" / "twostep.jsonl").read_text().splitlines()]
+    assert [s["id"] for s in samples] == [f"r{i}" for i in range(RECORDS)]
+    question = answer_text("openai", {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "r7 write a question"}]})
+    assert samples[7]["messages"][0]["content"] == question
+    store = sqlite3.connect(root / "training" / ".cache" / "batches.sqlite")
+    assert store.execute("SELECT COUNT(*) FROM batches WHERE state != 'closed'").fetchone() == (0,)
+    assert store.execute("SELECT COUNT(*) FROM batch_items").fetchone() == (0,)
+
+
+def test_killed_before_the_batch_id_was_recorded_the_next_run_finds_it_by_its_tag(tmp_path, server):
+    root = tmp_path
+    make(root, server, records=20)
+    pid = []
+
+    def kill(batch):  # the batch exists at the provider; the client never hears its id
+        if batch.api == "openai" and len(server.batches) == 1:
+            os.kill(pid[0], signal.SIGKILL)
+
+    server.on_create = kill
+    first = start_run(root)
+    pid.append(first.pid)
+    first.communicate(timeout=60)
+    assert first.returncode == -signal.SIGKILL
+    server.on_create = None
+    (batch,) = server.batches.values()
+    assert batch.metadata and set(batch.metadata) == {"shaping_tag"}
+
+    second = start_run(root)
+    _, stderr = second.communicate(timeout=120)
+    assert second.returncode == 0, stderr
+    assert server.of("openai") == [batch] and len(server.of("anthropic")) == 1
+
+
+def test_isf_batch_cancel_and_the_next_run_asks_again(tmp_path, server):
+    root = tmp_path
+    make(root, server, records=20)
+    server.delay_s = 3600
+    first = start_run(root)
+    try:
+        batch = first_batch(server)
+        polled(server, batch.id)
+        os.kill(first.pid, signal.SIGKILL)
+        first.communicate(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+
+    unknown = isf(root, "batch", "cancel", "batch_nope")
+    assert unknown.returncode == 1 and "no batch batch_nope in this project" in unknown.stderr
+    cancelled = isf(root, "batch", "cancel", batch.id)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert batch.id in cancelled.stdout and "cancelled" in cancelled.stdout
+    assert batch.cancelled_at is not None
+    listed = isf(root, "batch", "list")
+    assert "cancelled" in next(line for line in listed.stdout.splitlines() if batch.id in line)
+
+    server.delay_s = 0.05
+    second = start_run(root)
+    _, stderr = second.communicate(timeout=120)
+    assert second.returncode == 0, stderr
+    # the cancelled batch answered nothing: its requests went into a new one, once
+    q_batches = server.of("openai")
+    assert len(q_batches) == 2 and {cid for cid, _ in q_batches[1].items} == {cid for cid, _ in batch.items}
+    assert len((root / "training" / "data" / "twostep.jsonl").read_text().splitlines()) == 20
+    assert "no open batches" in isf(root, "batch", "list").stdout
+
+
+# -- the mock provider -------------------------------------------------------------------------
+
+MOCK_TOML = '''
+[models.q]
+provider = "mock"
+model = "mock-q"
+batch_poll_s = 0.02
+[models.q.options]
+batch_latency_s = 0.1
+[models.a]
+provider = "mock"
+model = "mock-a"
+batch_poll_s = 0.02
+[models.a.options]
+batch_latency_s = 0.1
+'''
+
+
+def test_the_mock_provider_answers_batches_as_it_answers_online(tmp_path):
+    for folder in ("online", "batch"):
+        write_project(tmp_path / folder, MOCK_TOML)
+        (tmp_path / folder / "pipelines" / "twostep.py").write_text(PIPELINE.format(records=30, query=True))
+    online = isf(tmp_path / "online", "pipeline", "run", "twostep")
+    assert online.returncode == 0, online.stderr
+    batch = isf(tmp_path / "batch", "pipeline", "run", "twostep", "--batch")
+    assert batch.returncode == 0, batch.stderr
+    assert "batches: 2 in 2 rounds" in batch.stdout and "at batch prices" not in batch.stdout
+    data = "training/data/twostep.jsonl"
+    assert (tmp_path / "batch" / data).read_bytes() == (tmp_path / "online" / data).read_bytes()
+    manifest = json.loads((tmp_path / "batch" / "training/data/twostep.manifest.json").read_text())
+    assert [(b["model"], b["requests"], b["round"]) for b in manifest["batches"]] == [("q", 30, 1), ("a", 30, 2)]
+    assert all(b["id"].startswith("mockbatch_") for b in manifest["batches"])
+    assert manifest["usage"]["q"]["batch_requests"] == 30 and manifest["usage"]["q"]["requests"] == 31
