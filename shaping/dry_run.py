@@ -18,8 +18,8 @@ from shaping.dispatch.cache import FILE_NAME, RequestCache
 from shaping.dispatch.stand_in import StandIn
 from shaping.errors import PipelineError, ShapingError
 from shaping.pipeline import Pipeline
-from shaping.prices import FREE, Prices, prices_for
-from shaping.providers.registry import check_model, resolve_provider_name
+from shaping.prices import Prices, prices_for
+from shaping.providers.registry import check_model
 
 
 @dataclass
@@ -37,7 +37,7 @@ class ModelEstimate:
 
     @property
     def local(self) -> bool:
-        return self.prices is FREE
+        return self.prices is not None and self.prices.local
 
     def cost(self, batch: bool = False) -> float | None:
         if self.prices is None:
@@ -115,7 +115,7 @@ def dry_run_pipeline(pipeline: Pipeline, *, limit: int | None = None, workers: i
     models = []
     for name, usage in stats.models.items():
         config = project.model(name)
-        prices = prices_for(name, config, resolve_provider_name(name, config), project.config.prices)
+        prices = prices_for(name, config, project.config.prices)
         models.append(ModelEstimate(
             model=name, requests=usage.requests, cached=usage.cached, prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens, prices=prices,

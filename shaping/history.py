@@ -5,11 +5,14 @@
      "duration_s": 12.3, "records": 200, "samples": 194, "errors": {"validation_error": 6},
      "error_count": 6, "error_rate": 0.03, "rejected": 0, "requests": 400, "cached_requests": 0,
      "prompt_tokens": 81234, "completion_tokens": 40211, "reasoning_tokens": 0, "cost_usd": 0.42,
-     "limit": null, "stopped": null, "failure": null, "commit": "abc123", "shaping_version": "..."}
+     "limit": null, "stopped": null, "failure": null, "output": "training/data/coding.jsonl",
+     "commit": "abc123", "shaping_version": "..."}
 
 `status`: "ok"; "partial" (--limit, or the cost cap stopped it); "failed" (the run failed: its
 outputs were not put in place, `failure` says why); "interrupted" (Ctrl-C). A run that stops
 before its first request (a missing file, an unknown model) is no run and is not recorded.
+The history is the project's, like the request cache: a run with `-o PATH` is recorded here
+too, its `output` saying where it wrote.
 `isf pipeline history NAME` shows it; `isf pipeline report NAME` plots success over runs.
 """
 
@@ -68,7 +71,7 @@ def _first_line(text: str, limit: int = 500) -> str:
 
 def entry_for(name: str, *, manifest: Any = None, stats: Any = None, failure: str | None = None,
               status: str | None = None, started_at: datetime, completed_at: datetime,
-              duration_s: float) -> dict[str, Any]:
+              duration_s: float, output: str | None = None) -> dict[str, Any]:
     """One history line: from the run's manifest where it got that far, else from its counters."""
     if manifest is not None:
         records, samples = manifest.counts.records, manifest.counts.samples
@@ -107,6 +110,7 @@ def entry_for(name: str, *, manifest: Any = None, stats: Any = None, failure: st
         "limit": limit,
         "stopped": stopped,
         "failure": _first_line(failure) if failure else None,
+        "output": output,
         "commit": commit,
         "shaping_version": __version__,
     }
@@ -118,8 +122,9 @@ class RunHistory:
     outcome: a history that cannot be written is a warning on a good run, and nothing more on
     a failed one."""
 
-    def __init__(self, pipeline: Any, stats: Any) -> None:
+    def __init__(self, pipeline: Any, stats: Any, output: str | None = None) -> None:
         self.name = pipeline.name
+        self.output = output  # the samples file, as the project shows it
         self.path = history_path(pipeline.project, pipeline.name)
         self.stats = stats
         self.result: Any = None
@@ -146,7 +151,7 @@ class RunHistory:
             append(self.path, entry_for(self.name, manifest=manifest, stats=self.stats, failure=failure,
                                         status=status, started_at=self.started_at,
                                         completed_at=datetime.now(timezone.utc),
-                                        duration_s=time.monotonic() - self.started))
+                                        duration_s=time.monotonic() - self.started, output=self.output))
         except (OSError, ValueError, TypeError) as problem:
             if exc is None and self.result is not None:
                 self.result.warnings.append(f"the run history {self.path} was not written: {problem}")

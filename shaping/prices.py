@@ -6,25 +6,27 @@ A model's prices come from, first to last:
 2. the project's `[prices."MODEL-ID"]` table (`input`, `output`, `cached_input`, `cache_write`,
    `batch_input`, `batch_output`), for a model id used by several tables or to correct the
    built-in one;
-3. `BUILT_IN` below, for OpenAI and Anthropic models served by OpenAI and Anthropic (no
-   `base_url`, or theirs): the list prices in US dollars per million tokens as published on
-   `BUILT_IN_AS_OF`. Prices change: check them and set your own where it matters.
-Batch APIs cost half the online price unless a batch price is given. Local models
-(transformers, mock) and self-hosted servers (the ollama and vllm presets) cost nothing; any
-other model without prices has no cost (None).
+3. `BUILT_IN` below, for a model served by its provider's own host (a provider's
+   `list_price_hosts`: OpenAI's and Anthropic's APIs): the list prices in US dollars per million
+   tokens as published on `BUILT_IN_AS_OF`, for the exact model id, a dated snapshot of it
+   (`-2024-07-18`, `-20250929`) or its `-latest` alias; any other id (`o3-pro`, `gpt-4o-mini-tts`)
+   has no built-in price. Prices change: check them and set your own where it matters.
+Batch APIs cost half the online price unless a batch price is given. Models that run on the
+user's own machine or server (a provider's `local`: transformers, mock; the ollama and vllm
+presets) cost nothing; any other model without prices has no cost (None).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from shaping.config import ModelConfig, PriceTable
 
 BUILT_IN_AS_OF = "2025-11"
 
-#: model id prefix -> (input, output, cached input, cache write) in USD per million tokens.
-#: The longest prefix that matches a model id wins ("gpt-4o-mini-2024-07-18" -> "gpt-4o-mini").
+#: model id -> (input, output, cached input, cache write) in USD per million tokens; a dated
+#: snapshot or -latest alias of an id takes its prices ("gpt-4o-mini-2024-07-18" -> "gpt-4o-mini").
 BUILT_IN: dict[str, tuple[float, float, float | None, float | None]] = {
     # OpenAI (cached input: the prompt-cache read price; OpenAI charges no cache writes)
     "gpt-5": (1.25, 10.00, 0.125, None),
@@ -50,10 +52,8 @@ BUILT_IN: dict[str, tuple[float, float, float | None, float | None]] = {
     "claude-3-5-haiku": (0.80, 4.00, 0.08, 1.00),
 }
 
-#: hosts whose list prices the built-in table holds
-OFFICIAL_HOSTS = frozenset({"api.openai.com", "api.anthropic.com"})
-#: providers that run on the user's own machine: nothing to pay per token
-LOCAL_PROVIDERS = frozenset({"transformers", "mock"})
+#: what may follow a model id for its built-in prices to apply: a snapshot date or "latest"
+SNAPSHOT = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8}|latest)")
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,8 @@ class Prices:
     batch_input: float | None = None
     batch_output: float | None = None
     source: str = ""
+    #: the user's own machine or server: nothing to pay, whatever the tokens
+    local: bool = False
 
     def cost(self, prompt: int, completion: int, cached: int = 0, cache_write: int = 0,
              batch: bool = False) -> float:
@@ -84,20 +86,20 @@ class Prices:
         return (fresh * cin + cached * cached_price + cache_write * write_price + completion * cout) / 1e6
 
 
-FREE = Prices(0.0, 0.0, source="local model")
-SELF_HOSTED = Prices(0.0, 0.0, source="self-hosted server")
+FREE = Prices(0.0, 0.0, source="runs on your own machine or server", local=True)
 
 
 def built_in(model: str) -> tuple[str, tuple[float, float, float | None, float | None]] | None:
-    best = None
-    for prefix, row in BUILT_IN.items():
-        if (model == prefix or model.startswith(prefix + "-")) and (best is None or len(prefix) > len(best[0])):
-            best = (prefix, row)
-    return best
+    """The built-in row for a model id: its own, or that of the id it is a snapshot of."""
+    if model in BUILT_IN:
+        return model, BUILT_IN[model]
+    for known, row in BUILT_IN.items():
+        if model.startswith(known) and SNAPSHOT.fullmatch(model[len(known):]):
+            return known, row
+    return None
 
 
-def prices_for(name: str, config: ModelConfig, provider: str | None,
-               table: dict[str, PriceTable] | None = None) -> Prices | None:
+def prices_for(name: str, config: ModelConfig, table: dict[str, PriceTable] | None = None) -> Prices | None:
     """The prices of model `name` (see the module docstring), or None when none are known."""
     if config.price_per_million_input is not None or config.price_per_million_output is not None:
         return Prices(config.price_per_million_input or 0.0, config.price_per_million_output or 0.0,
@@ -108,15 +110,12 @@ def prices_for(name: str, config: ModelConfig, provider: str | None,
     if own is not None:
         return Prices(own.input, own.output, own.cached_input, own.cache_write, own.batch_input,
                       own.batch_output, source=f'shaping.toml prices."{config.model}"')
-    if provider in LOCAL_PROVIDERS:
-        return FREE
-    from shaping.providers.registry import preset_for
+    from shaping.providers.registry import price_basis
 
-    preset = preset_for(provider)
-    if preset is not None and preset.self_hosted:
-        return SELF_HOSTED
-    hosts = {urlsplit(url).hostname for url in (config.base_urls or [config.base_url])} - {None}
-    if hosts <= OFFICIAL_HOSTS and provider in ("openai", "anthropic"):
+    basis = price_basis(name, config)
+    if basis == "local":
+        return FREE
+    if basis == "list":
         found = built_in(config.model)
         if found is not None:
             prefix, (cin, cout, cached, write) = found

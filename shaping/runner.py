@@ -39,7 +39,7 @@ from shaping.dispatch.budget import Budget
 from shaping.dispatch.dispatcher import unpriced
 from shaping.prices import prices_for
 from shaping.providers.batch import batched
-from shaping.providers.registry import check_model, resolve_provider_name
+from shaping.providers.registry import check_model
 from shaping.record_hooks import record_driver
 from shaping.samples import AnnotatedTrainingSample, TrainingSample
 from shaping.spool import SampleSpool, remove_leftovers
@@ -164,7 +164,7 @@ def run_pipeline(
         cache = RequestCache(project.cache_dir) if use_cache else None
         stats = stats or RunStats()
         try:
-            with RunHistory(pipeline, stats) as history:  # one line per run, good or failed
+            with RunHistory(pipeline, stats, project.relative(paths.samples)) as history:  # one line a run
                 result = history.result = _run_locked(
                     pipeline, paths=paths, files=files, models=models, annotate=annotate, limit=limit,
                     workers=workers, stats=stats, cache=cache, cap=cap, ray=(address,) if executor == "ray" else None,
@@ -204,8 +204,7 @@ def check_cost_cap(pipeline: Pipeline, cap: float, executor: str) -> None:
     project = pipeline.project
     for dep in pipeline.model_deps.values():
         config = project.model(dep.model_name)
-        if prices_for(dep.model_name, config, resolve_provider_name(dep.model_name, config),
-                      project.config.prices) is None:
+        if prices_for(dep.model_name, config, project.config.prices) is None:
             raise ShapingError(unpriced(dep.model_name))
 
 

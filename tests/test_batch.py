@@ -39,7 +39,7 @@ class Twostep(Pipeline):
 
     def run(self):
         if {query!r}:
-            self.query("say hello", model=self.q)
+            self.query(self.q, "say hello")
         return self.run_task(self.task, records=[{{"id": f"r{{i}}"}} for i in range({records})])
 
     def task(self, record):
@@ -215,7 +215,7 @@ def test_requests_are_split_by_the_providers_limits(tmp_path, server, monkeypatc
     assert len(a) > 1 and sum(b.requests for b in a) == RECORDS and {b.round for b in a} == {2}
     for api, body in server.creates:
         if api == "anthropic":
-            assert len(json.dumps(body)) <= 30_000
+            assert len(json.dumps(body, separators=(",", ":"), ensure_ascii=False)) <= 30_000
     assert result.manifest.counts.samples == RECORDS
 
 
@@ -416,6 +416,7 @@ batch_latency_s = 0.1
 
 def test_the_mock_provider_answers_batches_as_it_answers_online(tmp_path):
     for folder in ("online", "batch"):
+        (tmp_path / folder).mkdir()
         write_project(tmp_path / folder, MOCK_TOML)
         (tmp_path / folder / "pipelines" / "twostep.py").write_text(PIPELINE.format(records=30, query=True))
     online = isf(tmp_path / "online", "pipeline", "run", "twostep")

@@ -22,32 +22,35 @@ REPO = Path(__file__).resolve().parents[1]
 
 # -- prices -----------------------------------------------------------------------------------
 
-def test_built_in_prices_match_the_longest_prefix_and_only_the_official_hosts():
-    mini = prices_for("m", ModelConfig(model="gpt-4o-mini-2024-07-18"), "openai")
+def test_built_in_prices_are_for_the_exact_id_or_a_snapshot_and_only_on_the_provider_host():
+    mini = prices_for("m", ModelConfig(model="gpt-4o-mini-2024-07-18"))
     assert (mini.input, mini.output, mini.cached_input) == (0.15, 0.60, 0.075)
     assert "gpt-4o-mini" in mini.source
-    sonnet = prices_for("m", ModelConfig(model="claude-sonnet-4-5-20250929"), "anthropic")
+    sonnet = prices_for("m", ModelConfig(model="claude-sonnet-4-5-20250929"))
     assert (sonnet.input, sonnet.output, sonnet.cache_write) == (3.0, 15.0, 3.75)
-    assert prices_for("m", ModelConfig(model="gpt-4o", base_url="https://api.openai.com/v1"), "openai").input == 2.5
+    assert prices_for("m", ModelConfig(model="claude-sonnet-4-5-latest")).input == 3.0
+    assert prices_for("m", ModelConfig(model="gpt-4o", base_url="https://api.openai.com/v1")).input == 2.5
     # the same name behind another server (vLLM, a proxy) is not OpenAI's price list
-    assert prices_for("m", ModelConfig(model="gpt-4o", base_url="http://127.0.0.1:8000/v1"), "openai") is None
-    assert prices_for("m", ModelConfig(model="gpt-4omni"), "openai") is None  # a prefix ends at a dash
-    assert prices_for("m", ModelConfig(model="Qwen/Qwen3-8B"), "openai") is None
-    assert prices_for("m", ModelConfig(model="mock-x"), "mock") is FREE
+    assert prices_for("m", ModelConfig(model="gpt-4o", provider="openai", base_url="http://127.0.0.1:8000/v1")) is None
+    # variants priced otherwise are not their base model: no price rather than a wrong one
+    for variant in ("o3-pro", "gpt-5-pro", "o1-mini", "gpt-4o-mini-tts", "gpt-4o-realtime-preview", "claude-opus-4-6",
+                    "gpt-4omni"):
+        assert prices_for("m", ModelConfig(model=variant)) is None, variant
+    assert prices_for("m", ModelConfig(model="Qwen/Qwen3-8B", provider="openai")) is None
+    assert prices_for("m", ModelConfig(model="mock-x", provider="mock")) is FREE and FREE.local
 
 
 def test_shaping_toml_overrides_the_table_and_batch_is_half_unless_given():
-    own = prices_for("m", ModelConfig(model="gpt-4o", price_per_million_input=1.0, price_per_million_output=4.0),
-                     "openai")
+    own = prices_for("m", ModelConfig(model="gpt-4o", price_per_million_input=1.0, price_per_million_output=4.0))
     assert (own.input, own.output, own.source) == (1.0, 4.0, "shaping.toml models.m")
     table = {"gpt-4o": PriceTable(input=2.0, output=6.0, batch_input=0.5, batch_output=3.0)}
-    listed = prices_for("m", ModelConfig(model="gpt-4o"), "openai", table)
+    listed = prices_for("m", ModelConfig(model="gpt-4o"), table)
     assert listed.source == 'shaping.toml prices."gpt-4o"'
     assert listed.cost(1_000_000, 1_000_000) == pytest.approx(8.0)
     assert listed.cost(1_000_000, 1_000_000, batch=True) == pytest.approx(3.5)
     assert own.cost(1_000_000, 1_000_000, batch=True) == pytest.approx(2.5)
     # cache reads at their price, the rest at the input price
-    assert prices_for("m", ModelConfig(model="gpt-4o"), "openai").cost(1000, 0, cached=400) == pytest.approx(
+    assert prices_for("m", ModelConfig(model="gpt-4o")).cost(1000, 0, cached=400) == pytest.approx(
         (600 * 2.5 + 400 * 1.25) / 1e6)
 
 
@@ -258,3 +261,45 @@ def test_max_cost_usd_on_the_class(tmp_path):
     result = isf(tmp_path, "pipeline", "run", "many")
     assert result.returncode == 3 and "cost cap of $0.30" in result.stderr
     assert manifest(tmp_path, "many")["max_cost_usd"] == 0.3
+
+
+OVERLAP = '''
+from shaping.pipeline import Pipeline, TrainingSample, model_request
+
+RUNNING = {"now": 0, "most": 0, "first_alone": None}
+
+
+class Overlap(Pipeline):
+    name = "overlap"
+    judge = Pipeline.model_dep("judge")
+    workers = 8
+
+    def run(self):
+        return self.run_task(self.task, records=[{"id": str(i)} for i in range(24)])
+
+    def task(self, record):
+        RUNNING["now"] += 1
+        RUNNING["most"] = max(RUNNING["most"], RUNNING["now"])
+        if record["id"] == "0":
+            alone = RUNNING["now"] == 1
+        a = yield model_request(f"one {record['id']}", model=self.judge)
+        b = yield model_request(f"two {record['id']}", model=self.judge)
+        if record["id"] == "0":
+            RUNNING["first_alone"] = alone and RUNNING["most"] == 1
+        RUNNING["now"] -= 1
+        return TrainingSample(id=record["id"], messages=[{"role": "user", "content": "x"}, b.as_message()])
+'''
+
+
+@pytest.mark.parametrize("priced", [False, True])
+def test_records_still_run_side_by_side_under_a_cap(tmp_path, priced):
+    toml = CAPPED if priced else CAPPED.replace("price_per_million_input = 1000.0\nprice_per_million_output = 1000.0\n", "")
+    project = write_project(tmp_path, toml)
+    (tmp_path / "pipelines" / "overlap.py").write_text(OVERLAP)
+    cls = discover(project)["overlap"].cls
+    running = __import__("sys").modules[cls.__module__].RUNNING
+    result = run_pipeline(cls(project), max_cost=1000.0)
+    assert result.manifest.counts.samples == 24 and result.stopped is None
+    assert running["most"] > 1  # not one record at a time
+    # a priced model: the first record runs alone, until what a record costs is known
+    assert running["first_alone"] is priced

@@ -51,7 +51,7 @@ def test_every_run_good_or_failed_adds_one_line_and_history_shows_them(tmp_path)
     write(tmp_path, "some")
     assert isf(tmp_path, "pipeline", "run", "hist", "-q").returncode == 0
     [good] = history(tmp_path)
-    assert good["status"] == "ok" and good["failure"] is None
+    assert good["status"] == "ok" and good["failure"] is None and good["output"] == "training/data/hist.jsonl"
     assert (good["records"], good["samples"], good["error_count"]) == (10, 7, 3)
     assert good["errors"] == {"mock_error": 2, "parse_error": 1} and good["error_rate"] == 0.3
     manifest = json.loads((tmp_path / "training/data/hist.manifest.json").read_text())

@@ -169,8 +169,8 @@ def test_a_registered_provider_of_a_preset_name_replaces_the_preset():
 
 
 def test_self_hosted_presets_cost_nothing_hosted_ones_have_no_list_price():
-    assert prices_for("m", ModelConfig(provider="ollama", model="llama3"), "ollama").source == "self-hosted server"
-    assert prices_for("m", ModelConfig(provider="vllm", model="q", base_url="http://x/v1"), "vllm").input == 0
-    assert prices_for("m", ModelConfig(provider="together", model="gpt-4o"), "together") is None
+    assert prices_for("m", ModelConfig(provider="ollama", model="llama3")).local
+    assert prices_for("m", ModelConfig(provider="vllm", model="q", base_url="http://x/v1")).input == 0
+    assert prices_for("m", ModelConfig(provider="together", model="gpt-4o")) is None
     assert prices_for("m", ModelConfig(provider="xai", model="grok-4", price_per_million_input=3,
-                                       price_per_million_output=15), "xai").output == 15
+                                       price_per_million_output=15)).output == 15

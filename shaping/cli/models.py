@@ -59,7 +59,7 @@ def describe(project: Any, name: str) -> dict[str, Any]:
             # else: a preset that needs a base_url and has none; check_model says so below
         else:
             row["host"] = "local"
-        prices = prices_for(name, config, provider, project.config.prices)
+        prices = prices_for(name, config, project.config.prices)
         if prices is not None:
             row["prices"] = {"input": prices.input, "output": prices.output, "cached_input": prices.cached_input,
                              "cache_write": prices.cache_write, "batch_input": prices.batch_input,

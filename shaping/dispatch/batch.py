@@ -182,6 +182,7 @@ class _Item:
     step: int
     request: str  # request_text: what the cache row keeps
     queued_at: float
+    llm: LLMRequest | None = None  # what goes into a batch, encoded as `line` when first queued
     line: bytes = b""
     attempts: int = 0
     response: ModelResponse | None = None
@@ -269,7 +270,7 @@ class BatchChannel:
                      record_id: str, step: int) -> ModelResponse:
         """The answer to `request` from a batch: this run's next round, or an open batch that
         already holds it. Committed to the request cache before it returns."""
-        item = _Item(key, record_id, step, request_text(messages, params), time.monotonic())
+        item = _Item(key, record_id, step, request_text(messages, params), time.monotonic(), request)
         self.activity.wait_started(record_id)
         try:
             batch = self._batches.get(key)
@@ -281,18 +282,7 @@ class BatchChannel:
                     self.stats.batches[batch.tag] = batch.info
                     self._tg.start_soon(self._follow, batch)
             else:
-                try:
-                    item.line = self.api.batch_item(key, request)
-                except UnsupportedRequest as exc:
-                    self._deliver(item, ModelResponse.failure("unsupported_request", f"model '{self.name}': {exc}",
-                                                              model=self.config.model))
-                else:
-                    if len(item.line) + 1 > self._max_bytes:
-                        self._deliver(item, ModelResponse.failure(
-                            "bad_request", f"model '{self.name}': the request is {len(item.line):,} bytes, more than "
-                            f"one batch may hold", model=self.config.model))
-                    else:
-                        self._queue(item)
+                self._queue(item)
             await item.done.wait()
         finally:
             if item.response is None:  # cancelled while waiting
@@ -311,6 +301,18 @@ class BatchChannel:
     def _queue(self, item: _Item) -> None:
         if item.cancelled:
             return
+        if not item.line:
+            try:
+                item.line = self.api.batch_item(item.key, item.llm)
+            except UnsupportedRequest as exc:  # never sent: the same request would fail every time
+                self._deliver(item, ModelResponse.failure("unsupported_request", f"model '{self.name}': {exc}",
+                                                          model=self.config.model))
+                return
+            if len(item.line) + 1 > self._max_bytes:
+                self._deliver(item, ModelResponse.failure(
+                    "bad_request", f"model '{self.name}': the request is {len(item.line):,} bytes, more than one "
+                    f"batch may hold", model=self.config.model))
+                return
         size = len(item.line) + 1
         if self._pending and (len(self._pending) >= self._max_requests or self._pending_bytes + size > self._max_bytes):
             self._cut()  # a full batch goes at once

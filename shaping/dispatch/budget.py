@@ -4,8 +4,9 @@ Every request sent holds an estimate of its cost until its answer arrives (its p
 four characters a token; its answer as long as the longest answer of that model so far, else
 the request's max_tokens, else `UNKNOWN_ANSWER_TOKENS`), then what it really cost is counted.
 Records are taken one at a time, each once the one before it has sent its first request (or
-ended); until one record has been paid for to its end, it runs alone (what a record costs is not
-known before). A record is taken only while what is spent, plus what is in flight, plus what one more record is
+ended); from the first priced request until one record has been paid for to its end, no other
+record starts (what a record costs is not known before); records that pay nothing (local
+models, the cache) run side by side. A record is taken only while what is spent, plus what is in flight, plus what one more record is
 expected to cost (a paid record's average so far; before one is done, a request's estimate)
 stays within the cap, as does what the records running are yet expected to spend (what a record
 costs on average, less what each has spent and holds). When it would not, no record is taken until what is in flight has
@@ -21,7 +22,7 @@ from typing import TypeVar
 
 import anyio
 
-from shaping.dispatch.stand_in import estimate_prompt_tokens
+from shaping.dispatch.stand_in import estimate_prompt_tokens, max_tokens_of
 from shaping.prices import Prices
 from shaping.requests import LLMRequest
 
@@ -29,14 +30,6 @@ T = TypeVar("T")
 
 #: the answer length assumed for a request with no max_tokens, before its model has answered
 UNKNOWN_ANSWER_TOKENS = 1024
-
-
-def _limit(params: dict) -> int | None:
-    for name in ("max_completion_tokens", "max_tokens"):
-        value = params.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return None
 
 
 class Budget:
@@ -63,7 +56,7 @@ class Budget:
 
     def hold(self, model: str, prices: Prices, request: LLMRequest, record_id: str) -> float:
         """Count a request's estimated cost as in flight; returns what `settle` takes back."""
-        limit = _limit(request.params)
+        limit = max_tokens_of(request.params)
         answer = self._longest.get(model) or limit or UNKNOWN_ANSWER_TOKENS
         estimate = prices.cost(estimate_prompt_tokens(request), min(answer, limit or answer))
         self.in_flight += estimate
@@ -71,9 +64,12 @@ class Budget:
             self._used[record_id] += estimate
         self._holds += 1
         self._held += estimate
+        return estimate
+
+    def asked(self, record_id: str) -> None:
+        """A record sent a request (any: priced, local or answered by the cache)."""
         if record_id == self._watched:
             self._release()
-        return estimate
 
     def settle(self, model: str, record_id: str, held: float, cost: float | None, completion_tokens: int) -> None:
         self.in_flight = max(0.0, self.in_flight - held)
@@ -132,9 +128,9 @@ class Budget:
 
     def _fits(self) -> bool:
         """Spent, in flight, what the running records are yet expected to spend (beyond what
-        they hold) and one more record: within the cap. Until a record has paid for all its
-        steps, what one costs is not known: that first one runs alone."""
-        if not self._paid_records and self._running:
+        they hold) and one more record: within the cap. Once a priced request is out and until a
+        record has paid for all its steps, what a record costs is not known: no other starts."""
+        if not self._paid_records and self._running and self._holds:
             return False
         per_record = self._next_record()
         to_come = sum(max(0.0, per_record - used) for used in self._used.values())

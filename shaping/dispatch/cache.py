@@ -124,13 +124,6 @@ class GroupCommitter:
         self._open.rows = {}
         return rows
 
-    def answer_lengths(self, model: str) -> tuple[float | None, int]:
-        """The mean completion tokens of the stored answers of model `model` (a shaping.toml
-        name), and how many there are: what a dry run expects its answers to take."""
-        row = self._db.execute("SELECT AVG(json_extract(response, '$.usage.completion_tokens')), COUNT(*) "
-                               "FROM answers WHERE model = ?", (model,)).fetchone()
-        return row[0], row[1]
-
     async def store(self, key: str, row: tuple) -> None:
         batch = self._open
         batch.rows[key] = row
@@ -249,10 +242,11 @@ class RequestCache:
         return response
 
     def answer_lengths(self, model: str) -> tuple[float | None, int]:
-        """The mean completion tokens of the stored answers of model `model` (a shaping.toml
-        name), and how many there are: what a dry run expects its answers to take."""
-        row = self._db.execute("SELECT AVG(json_extract(response, '$.usage.completion_tokens')), COUNT(*) "
-                               "FROM answers WHERE model = ?", (model,)).fetchone()
+        """The mean completion tokens of the latest (up to 1,000) stored answers of model `model`
+        (a shaping.toml name), and how many that is: what a dry run expects answers to take."""
+        row = self._db.execute(
+            "SELECT AVG(json_extract(response, '$.usage.completion_tokens')), COUNT(*) FROM "
+            "(SELECT response FROM answers WHERE model = ? ORDER BY rowid DESC LIMIT 1000)", (model,)).fetchone()
         return row[0], row[1]
 
     async def store(self, key: str, pipeline: str, model: str, record_id: str, step: int,

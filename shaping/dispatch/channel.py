@@ -20,7 +20,7 @@ from shaping.dispatch.retry import RetryableFailure, retrying
 from shaping.dispatch.stats import RunStats
 from shaping.manifest import model_state
 from shaping.providers.base import Provider
-from shaping.prices import FREE, Prices
+from shaping.prices import Prices
 from shaping.requests import LLMRequest, ModelResponse, ResponseError, Usage
 
 
@@ -28,7 +28,7 @@ def cost_of(prices: Prices | None, usage: Usage, batch: bool = False) -> float |
     """What an answer cost at the model's prices (reasoning tokens count as output tokens; at
     the batch prices for an answer from a batch); None when no price is known, and for local
     models."""
-    if prices is None or prices is FREE:
+    if prices is None or prices.local:
         return None
     return prices.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.cache_write_tokens,
                        batch=batch)

@@ -27,7 +27,7 @@ from shaping.dispatch.driver import Attempt, Outcome, drive, find_fatal, step_fi
 from shaping.dispatch.budget import Budget
 from shaping.dispatch.stand_in import StandIn
 from shaping.dispatch.stats import RunStats
-from shaping.prices import FREE, prices_for
+from shaping.prices import prices_for
 from shaping.providers.base import Provider
 from shaping.providers.batch import batched
 from shaping.providers.registry import check_model, create_provider
@@ -171,7 +171,7 @@ class Dispatcher:
                         await provider.open()
                     self._providers.append(provider)
                     limits = self._limits(model, provider.config) if self._limits else None
-                    prices = prices_for(model, provider.config, provider.config.provider, self.project.config.prices)
+                    prices = prices_for(model, provider.config, self.project.config.prices)
                     if self.budget is not None and prices is None:
                         raise ConfigError(unpriced(model))
                     channel = ModelChannel(model, provider, self.stats, self._task_group, limits, prices)
@@ -249,6 +249,8 @@ class Dispatcher:
         """Send one request with the model's default params under its own (or answer it from the
         cache, or from a batch: see shaping.dispatch.batch); returns the params as sent and the
         response."""
+        if self.budget is not None:  # the record has asked: the next one may be weighed
+            self.budget.asked(record_id)
         channel = self._channels.get(request.model) or await self.channel(request.model)
         defaults = channel.provider.config.params
         params = {**defaults, **request.params} if request.params else dict(defaults)
@@ -284,7 +286,7 @@ class Dispatcher:
             if request.allow:
                 response.allow = request.allow
             return params, response
-        if self.budget is None or channel.prices is FREE:  # (unpriced models are refused under a cap)
+        if self.budget is None or channel.prices.local:  # (unpriced models are refused under a cap)
             response = await channel.submit(llm_request)
         else:
             response = await self._submit_within_budget(channel, request.model, llm_request, record_id)

@@ -44,7 +44,8 @@ def estimate_prompt_tokens(request: LLMRequest) -> int:
     return estimate_tokens(request) + extra
 
 
-def _max_tokens(params: dict[str, Any]) -> int | None:
+def max_tokens_of(params: dict[str, Any]) -> int | None:
+    """The answer-length limit a request's params set, if any."""
     for name in ("max_completion_tokens", "max_tokens"):
         value = params.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
@@ -90,7 +91,7 @@ class StandIn:
     def answer(self, model: str, provider: Provider, request: LLMRequest, schema: dict[str, Any] | None) -> ModelResponse:
         """What stands in for the model's answer: the right shape, the expected size."""
         tokens = self.length(model).tokens
-        ceiling = _max_tokens(request.params)
+        ceiling = max_tokens_of(request.params)
         if ceiling is not None:
             tokens = min(tokens, ceiling)
         usage = Usage(prompt_tokens=self.prompt_tokens(model, provider, request), completion_tokens=tokens)

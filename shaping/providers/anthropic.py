@@ -47,6 +47,7 @@ class AnthropicOptions(HTTPOptions):
 
 class AnthropicProvider(BatchAPI, HTTPProvider):
     default_base_url = "https://api.anthropic.com"
+    list_price_hosts = frozenset({"api.anthropic.com"})
     path = "/v1/messages"
     needs_key = True
     Options = AnthropicOptions

@@ -35,6 +35,10 @@ class Provider(ABC):
     default_concurrency: ClassVar[int] = 64
     #: whether the model must name an `api_key_env`
     needs_key: ClassVar[bool] = False
+    #: runs on the user's own machine: no per-token price (shaping.prices)
+    local: ClassVar[bool] = False
+    #: the hosts where the provider's own list prices apply (shaping.prices.BUILT_IN)
+    list_price_hosts: ClassVar[frozenset[str]] = frozenset()
     #: whether `response_format` (OpenAI's json_schema form) may be sent
     supports_response_format: ClassVar[bool] = False
     #: the provider-specific `[models.NAME.options]` table

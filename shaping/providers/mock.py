@@ -107,6 +107,7 @@ class _MockBatch:
 
 
 class MockProvider(BatchAPI, Provider):
+    local = True
     default_batch_size = 64
     default_concurrency = 4
     supports_response_format = True

@@ -44,6 +44,7 @@ class OpenAIOptions(HTTPOptions):
 
 class OpenAIProvider(BatchAPI, HTTPProvider):
     default_base_url = "https://api.openai.com/v1"
+    list_price_hosts = frozenset({"api.openai.com"})
     path = "/chat/completions"
     supports_response_format = True
     Options = OpenAIOptions

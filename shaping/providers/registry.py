@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+from urllib.parse import urlsplit
 import os
 import sys
 from collections.abc import Iterable
@@ -159,6 +160,22 @@ def resolve_base_url(config: ModelConfig) -> str | None:
                 break
     preset = preset_for(provider)
     return preset.base_url if preset is not None else None
+
+
+def price_basis(name: str, config: ModelConfig) -> str | None:
+    """What decides a model's price (shaping.prices): "local" when it runs on the user's own
+    machine or server (a provider's `local`, a self-hosted preset), "list" when its provider's
+    own host serves it (the built-in list prices apply), else None."""
+    provider = resolve_provider_name(name, config)
+    preset = preset_for(provider)
+    if preset is not None:
+        return "local" if preset.self_hosted else None
+    cls = provider_class(name, provider)
+    if cls.local:
+        return "local"
+    urls = config.base_urls or [resolve_base_url(config) or getattr(cls, "default_base_url", None)]
+    hosts = {urlsplit(url).hostname for url in urls if url}
+    return "list" if hosts and hosts <= cls.list_price_hosts else None
 
 
 def resolve_model(name: str, config: ModelConfig) -> ModelConfig:
