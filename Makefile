@@ -58,6 +58,7 @@ $(BENCH_DISTILABEL)/.installed:
 bench: install-dev $(BENCH_CURATOR)/.installed $(BENCH_DISTILABEL)/.installed
 	$(PY) bench/startup.py
 	$(PY) bench/throughput.py
+	$(PY) bench/batch_cost.py
 
 clean:
 	rm -rf $(VENV) training/data/*.jsonl training/data/*.json training/.cache

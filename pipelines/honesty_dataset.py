@@ -10,7 +10,7 @@ For each topic in identity/honesty_topics.jsonl the pipeline draws target reward
 `reward_distribution` and asks the model for `batch_size` examples per call, as JSON. Every
 example is checked (fields present, reward in range); a batch with problems is sent back once
 with the problems listed, and fails as `validation_error` if it is still wrong.
-With `check_rewards` (the default) an LLM judge (`Pipeline.judge_all`) then scores, 1 to 5, how
+With `check_rewards` (the default) an LLM judge (`Pipeline.judge_samples`) then scores, 1 to 5, how
 well each model-written answer shows its target level; under `quality["min_judge_score"]` (3)
 an example goes to training/data/rejected/honesty-dataset.jsonl with the judge's rationale
 instead of into the output, and every kept one carries its score in `metadata.judge`.
@@ -241,7 +241,7 @@ class HonestyDataset(Pipeline):
                                 error_type="validation_error")
         samples = self.samples(record, examples, "model")
         if self.check_rewards:
-            samples = yield from self.judge_all(
+            samples = yield from self.judge_samples(
                 self.reward_judge, samples, rubric=REWARD_RUBRIC,
                 context=[f"Target level {s.metadata['target_reward']:+d}: {LEVELS[s.metadata['target_reward']]}"
                          for s in samples])

@@ -50,7 +50,7 @@ class WildchatTraining(Pipeline):
 
     def prompts(self):
         """The records kept, as they are read: {id, prompt, language, turns}."""
-        seen = set()  # 16-byte digests: about 80 bytes a conversation kept
+        seen = set()  # 16-byte digests of ids (and prompts): about 80 bytes each
         language = self.language.casefold() if self.language else None
         for row in self.conversations:
             if language is not None and (row["language"] or "").casefold() != language:
@@ -63,11 +63,11 @@ class WildchatTraining(Pipeline):
             prompt = first_user_turn({"conversation": row["conversation"]})
             if prompt is None:
                 continue
-            key = f"prompt\0{prompt}" if self.dedupe_prompts else f"id\0{row['conversation_hash']}"
-            digest = hashlib.blake2b(key.encode(), digest_size=16).digest()
-            if digest in seen:
+            keys = [f"id\0{row['conversation_hash']}"] + ([f"prompt\0{prompt}"] if self.dedupe_prompts else [])
+            digests = [hashlib.blake2b(key.encode(), digest_size=16).digest() for key in keys]
+            if any(digest in seen for digest in digests):  # a repeated conversation, or prompt
                 continue
-            seen.add(digest)
+            seen.update(digests)
             yield {"id": row["conversation_hash"], "prompt": prompt, "language": row["language"], "turns": turns}
 
     def answer(self, record):

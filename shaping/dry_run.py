@@ -14,7 +14,7 @@ from pathlib import Path
 from anyio.from_thread import start_blocking_portal
 
 from shaping.dispatch import Dispatcher, RunStats
-from shaping.dispatch.cache import FILE_NAME, RequestCache
+from shaping.dispatch.cache import FILE_NAME, CacheUnreadable, RequestCache
 from shaping.dispatch.stand_in import StandIn
 from shaping.errors import PipelineError, ShapingError
 from shaping.pipeline import Pipeline
@@ -80,8 +80,12 @@ def dry_run_pipeline(pipeline: Pipeline, *, limit: int | None = None, workers: i
     for dep in pipeline.model_deps.values():
         check_model(dep.model_name, project.model(dep.model_name))
     stats = stats or RunStats()
-    cache_file = project.cache_dir / FILE_NAME
-    cache = RequestCache(project.cache_dir) if use_cache and cache_file.exists() else None
+    cache, unread = None, None
+    if use_cache and (project.cache_dir / FILE_NAME).exists():
+        try:  # looked up, never written (nor moved aside when it is another version's)
+            cache = RequestCache(project.cache_dir, read_only=True)
+        except CacheUnreadable as exc:
+            unread = f"the request cache was not read ({exc}): every request counts as new"
     stand_in = StandIn(answer_tokens, cache)
     stopped = None
     try:
@@ -102,6 +106,11 @@ def dry_run_pipeline(pipeline: Pipeline, *, limit: int | None = None, workers: i
                             pipeline.run()
                         except PipelineError as exc:
                             stopped = f"run() stopped on a stand-in answer: {exc.error_type}: {exc.message}"
+                        except ShapingError:
+                            raise
+                        except Exception as exc:  # run() read a stand-in answer (parsed a query's text, say)
+                            stopped = (f"run() stopped on a stand-in answer: {type(exc).__name__}: {exc}; "
+                                       f"what it sent before is counted, what it would have sent after is not")
                         finally:
                             pipeline._runtime = None
             finally:
@@ -122,6 +131,8 @@ def dry_run_pipeline(pipeline: Pipeline, *, limit: int | None = None, workers: i
             answer_tokens=stand_in.lengths[name].source if name in stand_in.lengths else "-",
             prompt_counted_by=stand_in.counted_by.get(name, "-")))
     result = DryRunResult(pipeline.name, stats.records_done, models, dict(stats.errors))
+    if unread:
+        result.warnings.append(unread)
     if stopped:
         result.warnings.append(stopped)
     return result

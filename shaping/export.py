@@ -2,7 +2,7 @@
 (as LLaMA-Factory reads them), Parquet, or a `datasets` folder (`save_to_disk`) for TRL.
 
     format    file                         reasoning (default)   tool calls       content parts
-    openai    {"messages", "tools"?}       field                 kept             kept as parts
+    openai    {"messages", "tools"?}       drop                  kept             kept as parts
     sharegpt  {"conversations", "tools"?}  inline                function_call /  text joined;
                                                                  observation      images: skipped
     alpaca    {"instruction", "input",     inline                sample skipped   text joined;
@@ -38,7 +38,9 @@ from shaping.quality.turns import THINK, content_text
 
 FORMATS = ("openai", "sharegpt", "alpaca", "parquet", "hf")
 REASONING_MODES = ("field", "inline", "drop")
-DEFAULT_REASONING = {"openai": "field", "sharegpt": "inline", "alpaca": "inline", "parquet": "field", "hf": "field"}
+#: openai: OpenAI's fine-tuning API takes no reasoning key in a message, so it is left out
+#: unless asked for (`field` for trainers that read `reasoning_content`, such as TRL)
+DEFAULT_REASONING = {"openai": "drop", "sharegpt": "inline", "alpaca": "inline", "parquet": "field", "hf": "field"}
 #: formats whose rows are strings only: reasoning has no field there
 TEXT_ONLY = ("sharegpt", "alpaca")
 #: what formats need of the `hf` extra

@@ -96,14 +96,18 @@ def push(result: ExportResult, card: str, repo_id: str, private: bool, name: str
     """Create the dataset repository (if need be) and commit the export and its card in one
     commit. Returns the repository's URL. Any failure is one line, with no token in it."""
     check_push(repo_id)
-    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
     api = HfApi()
+    files = repo_files(result)
     operations = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8"))]
-    operations += [CommitOperationAdd(path_in_repo=where, path_or_fileobj=str(local))
-                   for where, local in repo_files(result).items()]
+    operations += [CommitOperationAdd(path_in_repo=where, path_or_fileobj=str(local)) for where, local in files.items()]
     try:
         url = api.create_repo(repo_id, repo_type="dataset", private=True if private else None, exist_ok=True)
+        # what an earlier push left under data/ goes in the same commit: the card's data pattern
+        # would take it in (old shards beside new ones)
+        stale = [f for f in api.list_repo_files(repo_id, repo_type="dataset") if f.startswith("data/") and f not in files]
+        operations += [CommitOperationDelete(path_in_repo=path) for path in stale]
         api.create_commit(repo_id, operations=operations, repo_type="dataset",
                           commit_message=f"isf pipeline export {name} --format {result.fmt}")
     except Exception as exc:  # noqa: BLE001 - HTTP, network, offline mode, a repo id it refuses: one line

@@ -3,7 +3,7 @@
     def task(self, record):
         answer = yield model_request(record["prompt"], model=self.teacher)
         sample = TrainingSample(id=record["id"], messages=[..., answer.as_message()])
-        sample = yield from self.judge(self.judge_model, sample, rubric="Correct and helpful?")
+        sample = yield from self.judge_sample(self.judge_model, sample, rubric="Correct and helpful?")
         return sample
 
 The judge sees the sample's conversation (reasoning left out unless `include_reasoning`), the
@@ -16,7 +16,7 @@ fails (the request, or no valid JSON after the repairs) fails the record like an
 out of the output: they go to training/data/rejected/NAME.jsonl, each with the reason. Samples
 without a verdict (made on a path that does not judge) are kept; `isf pipeline validate` counts
 them.
-`yield from self.judge_all(model, samples, ...)` judges several samples at once.
+`yield from self.judge_samples(model, samples, ...)` judges several samples with one yield.
 """
 
 from __future__ import annotations

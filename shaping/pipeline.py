@@ -125,6 +125,10 @@ class Pipeline:
         feedback = False
         for klass in reversed(cls.__mro__):
             for attr, value in vars(klass).items():
+                if (klass is not Pipeline and isinstance(value, (FileDep, ModelDep, DatasetDep, FeedbackDep))
+                        and callable(getattr(Pipeline, attr, None))):
+                    raise PipelineDefinitionError(f"{where}: {attr} is a method of Pipeline; give the "
+                                                  f"{type(value).__name__} another name")
                 if isinstance(value, FileDep):
                     files[attr] = value
                 elif isinstance(value, ModelDep):
@@ -272,10 +276,10 @@ class Pipeline:
         runtime = self._require_runtime("query")
         return runtime.call(lambda: runtime.dispatcher.query(model, messages, **params))
 
-    def judge(self, model: Any, sample: TrainingSample, rubric: str, scale: tuple[int, int] = (1, 5),
-              **options: Any) -> Any:
+    def judge_sample(self, model: Any, sample: TrainingSample, rubric: str, scale: tuple[int, int] = (1, 5),
+                     **options: Any) -> Any:
         """A task step that scores `sample` with an LLM judge by `rubric` and puts the score and
-        rationale in `sample.metadata["judge"]`: `sample = yield from self.judge(self.judge_model,
+        rationale in `sample.metadata["judge"]`: `sample = yield from self.judge_sample(self.judge_model,
         sample, rubric="...")`. Options: `name`, `context`, `include_reasoning`, request params.
         With `quality = {"min_judge_score": N}` lower-scored samples go to a rejected file
         (see shaping.judge)."""
@@ -283,9 +287,10 @@ class Pipeline:
 
         return judge(model, sample, rubric, scale, **options)
 
-    def judge_all(self, model: Any, samples: list[TrainingSample], rubric: str, scale: tuple[int, int] = (1, 5),
-                  **options: Any) -> Any:
-        """`judge` for several samples at once: `samples = yield from self.judge_all(...)`."""
+    def judge_samples(self, model: Any, samples: list[TrainingSample], rubric: str,
+                      scale: tuple[int, int] = (1, 5), **options: Any) -> Any:
+        """`judge_sample` for several samples with one yield: `samples = yield from
+        self.judge_samples(self.judge_model, samples, rubric="...", context=[...])`."""
         from shaping.judge import judge_all
 
         return judge_all(model, samples, rubric, scale, **options)

@@ -200,7 +200,8 @@ def check_cost_cap(pipeline: Pipeline, cap: float, executor: str) -> None:
     if not cap > 0:
         raise ShapingError(f"--max-cost must be more than 0 (US dollars), got {cap}")
     if executor != "local":
-        raise ShapingError("--max-cost works with the local executor only: leave out --executor ray")
+        raise ShapingError("the cost cap (--max-cost, max_cost_usd) works with the local executor only: "
+                           "leave out --executor ray")
     project = pipeline.project
     for dep in pipeline.model_deps.values():
         config = project.model(dep.model_name)

@@ -9,6 +9,7 @@ import re
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -272,66 +273,75 @@ def start_run(root: Path, *args: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "250"})
 
 
-def polled(server, batch_id, timeout=60) -> None:
-    """Wait until the client has polled `batch_id` (so its id is on disk)."""
+def polled(server, batch, timeout=60) -> None:
+    """Wait until the client has polled `batch` (so its id is on disk)."""
+    path = f"/v1/batches/{batch.id}" if batch.api == "openai" else f"/v1/messages/batches/{batch.id}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(path == f"/v1/batches/{batch_id}" for path, _ in server.sent):
+        if any(p == path for p, _ in server.sent):
             return
         time.sleep(0.02)
     raise AssertionError("the run never polled its batch")
 
 
-def first_batch(server, timeout=60):
+def first_batch(server, api="openai", timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if server.batches:
-            return next(iter(server.batches.values()))
+        if server.of(api):
+            return server.of(api)[0]
         time.sleep(0.02)
     raise AssertionError("no batch was created")
 
 
-def test_a_run_killed_while_waiting_reattaches_and_pays_nothing_twice(tmp_path, server):
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_a_run_killed_while_waiting_reattaches_and_pays_nothing_twice(tmp_path, server, api):
+    """Killed while round 1 (OpenAI, the first steps) or round 2 (Anthropic) is in progress."""
     root = tmp_path / "batch"
     make(root, server, batch=False)  # --batch on the command line
-    server.delay_s = 3600
+
+    def slow(batch):  # the batch that will be in progress at the kill
+        if batch.api == api:
+            batch.ends_at = time.time() + 3600
+
+    server.on_create = slow
     first = start_run(root, "--batch")
     try:
-        batch = first_batch(server)
-        polled(server, batch.id)
+        batch = first_batch(server, api)
+        polled(server, batch)
         os.kill(first.pid, signal.SIGKILL)
         first.communicate(timeout=30)
     finally:
         if first.poll() is None:
             first.kill()
+    server.on_create = None
     assert first.returncode == -signal.SIGKILL
-    assert [b.api for b in server.batches.values()] == ["openai"] and len(batch.items) == RECORDS
+    assert len(batch.items) == RECORDS and len(server.batches) == (1 if api == "openai" else 2)
 
     listed = isf(root, "batch", "list")
     assert listed.returncode == 0, listed.stderr
     row = next(line for line in listed.stdout.splitlines() if batch.id in line)
-    assert "q" in row and "twostep" in row and "200" in row and "in_progress" in row
+    model = "q" if api == "openai" else "a"
+    assert f" {model} " in row and "twostep" in row and "200" in row
+    assert "in_progress" in row
 
     batch.ends_at = time.time() + 0.3  # the provider finishes it while nothing runs
-    server.delay_s = 0.05
     second = start_run(root, "--batch")
     _, stderr = second.communicate(timeout=120)
     assert second.returncode == 0, stderr
 
-    openai = server.of("openai")
-    assert openai == [batch], "a request already submitted was submitted again"
+    assert len(server.of("openai")) == 1 and len(server.of("anthropic")) == 1, "requests were submitted again"
     assert batch.results_fetched >= 1
-    anthropic = server.of("anthropic")
-    assert sum(len(b.items) for b in anthropic) == RECORDS
     seen = [cid for b in server.batches.values() for cid, _ in b.items]
     assert len(seen) == len(set(seen)) == 2 * RECORDS
     assert server.online == []
     manifest = json.loads((root / "training" / "data" / "twostep.manifest.json").read_text())
     assert {b["id"]: b["reattached"] for b in manifest["batches"]}[batch.id] is True
-    # what was answered equals an online run's answers
+    assert len(manifest["batches"]) == (2 if api == "openai" else 1)
+    # the answers the online API gives
     samples = [json.loads(line) for line in (root / "training" / "data" / "twostep.jsonl").read_text().splitlines()]
     assert [s["id"] for s in samples] == [f"r{i}" for i in range(RECORDS)]
-    question = answer_text("openai", {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "r7 write a question"}]})
+    asked = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "r7 write a question"}]}
+    question = answer_text("openai", asked)
     assert samples[7]["messages"][0]["content"] == question
     store = sqlite3.connect(root / "training" / ".cache" / "batches.sqlite")
     assert store.execute("SELECT COUNT(*) FROM batches WHERE state != 'closed'").fetchone() == (0,)
@@ -369,7 +379,7 @@ def test_isf_batch_cancel_and_the_next_run_asks_again(tmp_path, server):
     first = start_run(root)
     try:
         batch = first_batch(server)
-        polled(server, batch.id)
+        polled(server, batch)
         os.kill(first.pid, signal.SIGKILL)
         first.communicate(timeout=30)
     finally:
@@ -430,3 +440,63 @@ def test_the_mock_provider_answers_batches_as_it_answers_online(tmp_path):
     assert [(b["model"], b["requests"], b["round"]) for b in manifest["batches"]] == [("q", 30, 1), ("a", 30, 2)]
     assert all(b["id"].startswith("mockbatch_") for b in manifest["batches"])
     assert manifest["usage"]["q"]["batch_requests"] == 30 and manifest["usage"]["q"]["requests"] == 31
+
+
+def test_the_progress_line_shows_rounds_batches_and_the_wait():
+    from rich.console import Console
+
+    from shaping.dispatch.stats import BatchInfo, RunStats
+    from shaping.progress import RunDisplay
+
+    stats = RunStats(records_total=200, batch_rounds=2)
+    stats.batches["t1"] = BatchInfo(model="q", tag="t1", requests=200, round=1, id="batch_1", status="ended", done=True)
+    stats.batches["t2"] = BatchInfo(model="a", tag="t2", requests=196, round=2, id="msgbatch_2", status="in_progress",
+                                    succeeded=120, failed=3)
+    stats.batch_waiting_since = time.monotonic() - 75
+    console = Console(width=200, record=True)
+    console.print(RunDisplay(console, stats, "twostep").render())
+    text = console.export_text()
+    assert "round 2 · 1 batch open (1 in_progress) · 123/196 requests done · 2 in all · waiting 0:01:15" in text
+
+
+def test_make_bench_prints_the_cost_online_and_in_batch_mode():
+    bench = Path(__file__).resolve().parents[1] / "bench" / "batch_cost.py"
+    done = subprocess.run([sys.executable, str(bench), "--records", "40"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "0.50x the online cost" in done.stdout and "0 online calls" in done.stdout
+    assert "outputs identical" in done.stdout
+
+
+GATHER_PIPELINE = '''
+from shaping.pipeline import Pipeline, TrainingSample, model_request
+
+
+class Gather(Pipeline):
+    name = "gather"
+    annotated = False
+    slow = Pipeline.model_dep("slow")
+    b = Pipeline.model_dep("b")
+
+    def run(self):
+        return self.run_task(self.task, records=[{"id": f"r{i}"} for i in range(5)])
+
+    def task(self, record):
+        if record["id"] == "r0":  # waits on an online model first
+            yield model_request("think first", model=self.slow)
+        answer = yield model_request(f"{record['id']} hello", model=self.b)
+        return TrainingSample(id=record["id"], messages=[{"role": "user", "content": "hello"},
+                                                         {"role": "assistant", "content": answer.get_text()}])
+'''
+
+
+@pytest.mark.parametrize("gather_s, sizes", [(0.3, [4, 1]), (60, [5])])
+def test_a_request_waits_at_most_batch_gather_s_for_its_round(tmp_path, gather_s, sizes):
+    write_project(tmp_path, f'[models.slow]\nprovider = "mock"\nmodel = "s"\n[models.slow.options]\nlatency_s = 1.5\n'
+                            f'[models.b]\nprovider = "mock"\nmodel = "b"\nbatch = true\nbatch_poll_s = 0.02\n'
+                            f'batch_gather_s = {gather_s}\n[models.b.options]\nbatch_latency_s = 0.05\n')
+    (tmp_path / "pipelines" / "gather.py").write_text(GATHER_PIPELINE)
+    project = Project.load(tmp_path)
+    result = run_pipeline(discover(project)["gather"].cls(project))
+    assert [b.requests for b in result.manifest.batches] == sizes
+    assert result.manifest.counts.samples == 5

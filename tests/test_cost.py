@@ -247,7 +247,7 @@ def test_a_cap_needs_prices_and_a_positive_amount(tmp_path):
                                                                  'judge = Pipeline.model_dep("other")'))
     unpriced = isf(tmp_path, "pipeline", "run", "many", "--max-cost", "5")
     assert unpriced.returncode == 1
-    assert "--max-cost: model 'other' has no price; set price_per_million_input" in unpriced.stderr
+    assert "the cost cap (--max-cost, max_cost_usd) needs prices: model 'other' has none" in unpriced.stderr
     zero = isf(tmp_path, "pipeline", "run", "many", "--max-cost", "0")
     assert zero.returncode == 1 and "--max-cost must be more than 0" in zero.stderr
     assert not (tmp_path / "training" / "data" / "many.jsonl").exists()
@@ -303,3 +303,33 @@ def test_records_still_run_side_by_side_under_a_cap(tmp_path, priced):
     assert running["most"] > 1  # not one record at a time
     # a priced model: the first record runs alone, until what a record costs is known
     assert running["first_alone"] is priced
+
+
+def test_one_cap_for_several_pipelines_and_what_failed_counts(tmp_path):
+    write_project(tmp_path, CAPPED)
+    for name in ("a", "b", "c"):
+        (tmp_path / "pipelines" / f"{name}.py").write_text(
+            MANY.replace('name = "many"', f'name = "{name}"').replace("class Many", f"class {name.upper()}")
+            .replace("range(40)", "range(10)"))
+    result = isf(tmp_path, "pipeline", "run", "a", "b", "c", "--max-cost", "0.5")
+    assert result.returncode == 3, result.stderr
+    spent = [manifest(tmp_path, n)["usage"]["judge"]["cost_usd"] for n in ("a", "b")]
+    assert spent[0] == pytest.approx(0.3)  # a: 10 records at $0.03
+    assert manifest(tmp_path, "b")["max_cost_usd"] == pytest.approx(0.2)  # what a left of the cap
+    assert sum(spent) <= 0.5 + 1e-9 and manifest(tmp_path, "b")["stopped"]
+    assert "c: not run (the cost cap stopped b)" in result.stderr
+    assert not (tmp_path / "training" / "data" / "c.jsonl").exists()
+
+
+def test_a_dry_run_reports_a_run_that_reads_its_stand_in_answers(tmp_path):
+    write_project(tmp_path, CAPPED)
+    (tmp_path / "pipelines" / "parse.py").write_text(MANY.replace('name = "many"', 'name = "parse"').replace(
+        "    def run(self):\n", "    def run(self):\n        import json\n"
+        "        json.loads(self.query(self.judge, 'facts as JSON').get_text())\n"))
+    result = isf(tmp_path, "pipeline", "run", "parse", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    out = " ".join(result.stdout.split())
+    assert "run() stopped on a stand-in answer: JSONDecodeError" in out
+    assert out.split("judge ")[1].split()[:2] == ["1", "0"]  # the query was counted
+    bad = isf(tmp_path, "pipeline", "run", "parse", "--dry-run", "-o", "x.jsonl", "--max-cost", "3")
+    assert bad.returncode == 1 and "--dry-run writes and spends nothing: leave out -o, --max-cost" in bad.stderr

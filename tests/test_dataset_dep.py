@@ -168,10 +168,12 @@ def test_filters_keep_exactly_the_expected_conversations(tmp_path, options, expe
     assert ids(samples) == expected and errors == []
 
 
-def test_repeated_conversations_are_one_sample_even_without_dedupe(tmp_path):
-    project = wildchat_project(tmp_path, rows=ROWS + [row("h00", "What is the capital of France?")])
-    _, _, samples, _ = run(project, dedupe_prompts=False)
-    assert ids(samples) == ["h00", "h04", "h05", "h07", "h08"]
+@pytest.mark.parametrize("dedupe_prompts", [False, True])
+def test_repeated_conversations_are_one_sample_with_or_without_dedupe(tmp_path, dedupe_prompts):
+    # the same hash again, with another first prompt: one sample, never a duplicate id
+    project = wildchat_project(tmp_path, rows=ROWS + [row("h00", "A prompt seen nowhere else?")])
+    _, _, samples, _ = run(project, dedupe_prompts=dedupe_prompts)
+    assert ids(samples) == (DEFAULT_IDS if dedupe_prompts else ["h00", "h04", "h05", "h07", "h08"])
 
 
 def test_limit_reads_only_as_far_as_it_needs(tmp_path):

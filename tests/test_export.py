@@ -139,12 +139,18 @@ OPENAI_FIELD = [
 @pytest.mark.parametrize("annotate", [False, True])
 def test_openai_keeps_everything_and_reasoning_in_the_field(tmp_path, annotate):
     make(tmp_path, annotate=annotate)
-    out = ok(export(tmp_path, "--format", "openai"))
+    out = ok(export(tmp_path, "--format", "openai", "--reasoning", "field"))
     assert jsonl(tmp_path / "training/export/crafted.openai.jsonl") == OPENAI_FIELD
     assert out.splitlines() == [
         "wrote training/export/crafted.openai.jsonl: 7 samples as openai",
         "reasoning of 3 assistant turns: kept as reasoning_content (--reasoning)",
         "not exported: 1 failed record (training/data/errors/crafted.jsonl)"]
+    # by default the reasoning is left out: OpenAI's fine-tuning API has no key for it
+    out = ok(export(tmp_path, "--format", "openai"))
+    assert all("reasoning_content" not in m for row in jsonl(tmp_path / "training/export/crafted.openai.jsonl")
+               for m in row["messages"])
+    assert ("reasoning of 3 assistant turns: dropped (OpenAI's fine-tuning format has none; --reasoning field or "
+            "inline keeps it)") in out.splitlines()
 
 
 def test_openai_reasoning_inline_and_dropped(tmp_path):
@@ -258,7 +264,7 @@ def test_error_lines_are_never_exported_and_a_stale_output_is_with_a_warning(tmp
     samples = project.outputs("crafted").samples
     error = {"__ERROR__": {"id": "x", "error": "refusal", "message": "no"}}
     samples.write_text(samples.read_text() + json.dumps(error) + "\n\n")
-    result = export(tmp_path, "--format", "openai")
+    result = export(tmp_path, "--format", "openai", "--reasoning", "field")
     assert result.stderr == ("warning: crafted is STALE (output edited since the run); "
                              "exporting the output as it is\n")
     assert jsonl(tmp_path / "training/export/crafted.openai.jsonl") == [
@@ -380,6 +386,7 @@ def test_push_to_hub_commits_the_export_and_a_card(tmp_path, hub):
     assert repo["files"]["data/crafted.openai.jsonl"] == (tmp_path / "training/export/crafted.openai.jsonl").read_bytes()
     assert repo["commits"] == [{"summary": "isf pipeline export crafted --format openai", "description": ""}]
     assert [path for _, path, _ in hub.requests if path.startswith("/api/datasets/")] == [
+        "/api/datasets/me/crafted-data/tree/main",  # what an earlier push left under data/
         "/api/datasets/me/crafted-data/preupload/main", "/api/datasets/me/crafted-data/commit/main"]
     assert {auth for _, path, auth in hub.requests if path != "/api/agent-harnesses"} == {f"Bearer {TOKEN}"}
 
@@ -390,7 +397,7 @@ def test_push_to_hub_commits_the_export_and_a_card(tmp_path, hub):
         "tags": ["synthetic", "shaping", "openai"],
         "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/crafted.openai.jsonl"}]}]}
     manifest = read_manifest(project.outputs("crafted").manifest)
-    for row in ["| format | openai (reasoning: field) |", "| samples exported | 7 |", "| left out | none |",
+    for row in ["| format | openai (reasoning: drop) |", "| samples exported | 7 |", "| left out | none |",
                 "| records in the run | 8 |", "| samples in the run | 7 |", "| failed records | judge_rejected 1 |",
                 f"| pipeline source sha256 | `{manifest.pipeline_source_sha256}` |",
                 f"| made | {manifest.completed_at.isoformat()} |", "| annotated run | no |",
@@ -404,6 +411,7 @@ def test_push_to_hub_commits_the_export_and_a_card(tmp_path, hub):
     ok(export(tmp_path, "--format", "hf", "--push-to-hub", "me/crafted-data", env=env))
     assert len(repo["commits"]) == 2 and repo["visibility"] == "private"
     assert {"data/data-00000-of-00001.arrow", "data/state.json", "data/dataset_info.json"} <= set(repo["files"])
+    assert "data/crafted.openai.jsonl" not in repo["files"]  # the earlier push's data went in the same commit
     assert "path: data/*.arrow" in repo["files"]["README.md"].decode()
 
 

@@ -32,7 +32,7 @@ class Judged(Pipeline):
             {"role": "assistant", "content": f"answer {record['id']}", "reasoning_content": "secret thoughts"}])
         if record["id"] == "5":
             return sample  # a path that does not judge
-        sample = yield from self.judge(self.judge_model, sample, rubric="Is the answer right?", scale=self.scale)
+        sample = yield from self.judge_sample(self.judge_model, sample, rubric="Is the answer right?", scale=self.scale)
         return sample
 '''
 
@@ -137,3 +137,11 @@ def test_judge_request_shape_and_rejection_rule():
     assert rejection(sample, 2) is None and rejection(sample, None) is None
     with pytest.raises(TaskContractError, match="rubric must be a non-empty string"):
         judge_request("judge", sample, " ")
+
+
+def test_a_dependency_may_not_hide_a_pipeline_method():
+    from shaping.pipeline import Pipeline
+
+    with pytest.raises(PipelineDefinitionError, match="query is a method of Pipeline; give the ModelDep another name"):
+        type("Hiding", (Pipeline,), {"query": Pipeline.model_dep("judge")})
+    type("Fine", (Pipeline,), {"judge": Pipeline.model_dep("judge")})  # the judge step is judge_sample

@@ -103,7 +103,7 @@ class AB(Pipeline):
         text = answer.get_text() + (" Step 1, step 2, step 3." if name == "step_by_step" else "")
         sample = TrainingSample(id=f"s{record['n']}", messages=[{"role": "user", "content": f"question {record['n']}"},
                                                                 {"role": "assistant", "content": text}])
-        return (yield from self.judge(self.judge_model, sample, rubric="Is the answer good?"))
+        return (yield from self.judge_sample(self.judge_model, sample, rubric="Is the answer good?"))
 '''
 
 

@@ -67,7 +67,7 @@ def _check_status(project, name: str) -> object:
               help="Where (default training/export/NAME.FORMAT.jsonl, NAME.parquet, NAME.hf/).")
 @click.option("--reasoning", type=click.Choice(REASONING_MODES),
               help="Reasoning as a reasoning_content field, inline as <think>...</think> before the answer, "
-                   "or dropped (default: field for openai, parquet, hf; inline for sharegpt, alpaca).")
+                   "or dropped (default: drop for openai, whose fine-tuning API has no reasoning field; field for parquet, hf; inline for sharegpt, alpaca).")
 @click.option("--push-to-hub", "repo", metavar="REPO", help="Also push it and a dataset card to this Hub dataset repo.")
 @click.option("--private", is_flag=True, help="With --push-to-hub: create the repo private (an existing repo keeps its visibility).")
 @click.pass_context
@@ -95,7 +95,9 @@ def export_cmd(ctx: click.Context, name: str, fmt: str, output: Path | None, rea
     if result.reasoning_turns:
         where = {"field": "kept as reasoning_content", "inline": "inline as <think>...</think>",
                  "drop": "dropped"}[result.reasoning]
-        out.print(f"reasoning of {result.reasoning_turns} assistant turns: {where} (--reasoning)", markup=False)
+        why = (" (OpenAI's fine-tuning format has none; --reasoning field or inline keeps it)"
+               if fmt == "openai" and reasoning is None else " (--reasoning)")
+        out.print(f"reasoning of {result.reasoning_turns} assistant turns: {where}{why}", markup=False)
     for reason, count in sorted(result.skipped.items()):
         out.print(Text(f"skipped {count}: {reason}", style="yellow"), soft_wrap=True)
     failed = sum(manifest.counts.errors.values()) if manifest is not None else 0

@@ -140,6 +140,10 @@ def run_and_report(pipeline_obj: Pipeline, limit: int | None, workers: int | Non
     if dry_run:
         if executor != "local":
             raise ShapingError("--dry-run runs locally: leave out --executor ray")
+        given = [flag for flag, value in (("-o", output), ("--annotate/--no-annotate", annotate),
+                                          ("--max-cost", max_cost)) if value is not None]
+        if given:
+            raise ShapingError(f"--dry-run writes and spends nothing: leave out {', '.join(given)}")
         from shaping.dry_run import dry_run_pipeline
         from shaping.progress import dry_run_report
 
@@ -164,6 +168,11 @@ def run_and_report(pipeline_obj: Pipeline, limit: int | None, workers: int | Non
     if not quiet:
         summary(result, out)
     return result
+
+
+def run_cost(result: Any) -> float:
+    """What a run paid (its priced models' answers that did not come from the cache)."""
+    return sum(u.cost_usd or 0.0 for u in result.manifest.usage.values())
 
 
 def stopped_at_cap(result: Any) -> None:
@@ -218,24 +227,28 @@ def run_cmd(ctx: click.Context, names: tuple[str, ...], stale: bool, force: bool
     done: dict[str, Status] = {}
     failed: list[str] = []
     capped = None  # the run the cost cap stopped; the pipelines after it are not run
-    spent = 0.0
+    cap, spent = options["max_cost"], 0.0  # one cap for the whole command
     for name in order:
         status = pipeline_status(entries[name], project, done)
         reformat = status.is_current and annotation_differs(project, name, options["annotate"])
         if name in wanted and capped is not None:
             err.print(Text(f"{name}: not run (the cost cap stopped {capped.pipeline})", style="yellow"))
+        elif name in wanted and cap is not None and spent >= cap:
+            err.print(Text(f"{name}: not run (the ${cap:,.2f} cost cap is spent: ${spent:,.4f})", style="yellow"))
+            capped = capped or name
         elif name in wanted and (explicit or reformat or not status.is_current):
             if len(wanted) > 1 and not options["quiet"]:
                 out.print(Text(f"{name}: {status.headline()}, running", style="bold"))
             try:
-                cap = options["max_cost"]  # one cap for the whole command
                 result = run_and_report(entries[name].cls(project), **{
-                    **options, "max_cost": None if cap is None else max(cap - spent, 1e-9)})
+                    **options, "max_cost": None if cap is None else cap - spent})
                 if result is not None:
-                    spent += sum(u.cost_usd or 0.0 for u in result.manifest.usage.values())
+                    spent += run_cost(result)
                     if result.stopped:
                         capped = result
             except ShapingError as exc:  # a failed run, a missing key, a bad file...
+                if isinstance(exc, RunFailedError) and exc.result is not None:
+                    spent += run_cost(exc.result)  # a failed run was paid for too
                 if len(wanted) == 1:
                     raise
                 message = str(exc) if isinstance(exc, RunFailedError) else f"pipeline '{name}': {exc}"
@@ -250,6 +263,10 @@ def run_cmd(ctx: click.Context, names: tuple[str, ...], stale: bool, force: bool
         failed += [project.relative(path) for path in entries.broken]
     if failed:
         raise ShapingError(f"{len(failed)} pipeline(s) failed: {', '.join(failed)}")
+    if isinstance(capped, str):  # the cap ran out between pipelines, none stopped mid-run
+        err.print(Text.assemble(("stopped: ", "bold yellow"), f"the ${cap:,.2f} cost cap was spent before every "
+                                f"pipeline ran; run again with a higher --max-cost to go on"), soft_wrap=True)
+        sys.exit(3)
     if capped is not None:
         stopped_at_cap(capped)
 

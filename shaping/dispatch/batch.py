@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.abc import TaskGroup
 
-from shaping.dispatch.batch_store import OPEN, SUBMITTING, BatchStore
+from shaping.dispatch.batch_store import SUBMITTING, BatchStore
 from shaping.dispatch.cache import RequestCache, request_text, text_row
 from shaping.dispatch.channel import cost_of
 from shaping.dispatch.stats import BatchInfo, RunStats
@@ -63,6 +63,9 @@ BATCH_RECORDS = 100_000
 READ_CHUNK = 1_000
 #: room left in a batch's byte limit for what wraps the items
 BYTES_MARGIN = 1024
+#: a submission with no batch id this old was interrupted (a younger one may be under way in
+#: another process, a run of another pipeline with this model)
+ABANDONED_S = 3600.0
 
 
 class Activity:
@@ -196,6 +199,7 @@ class _Batch:
 
     tag: str
     info: BatchInfo
+    pipeline: str  # whose requests it holds (an answer no record waits on is cached as theirs)
     keys: list[str]
     waiters: dict[str, _Item] = field(default_factory=dict)
     read: set[str] = field(default_factory=set)
@@ -242,6 +246,8 @@ class BatchChannel:
             batch_id = row.batch_id
             if row.state == SUBMITTING:
                 batch_id = await self._confirm(row.tag, row.created_at)
+                if batch_id is None and time.time() - row.created_at < ABANDONED_S:
+                    continue  # another process's submission, under way: its own to record
                 if batch_id is None:
                     self.store.drop(row.tag)
                     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(row.created_at))
@@ -253,7 +259,7 @@ class BatchChannel:
                 self.store.submitted(row.tag, batch_id, row.status)
             info = BatchInfo(model=self.name, tag=row.tag, requests=row.requests, round=None, id=batch_id,
                              status=row.status, succeeded=row.succeeded, failed=row.failed, reattached=True)
-            batch = _Batch(row.tag, info, self.store.keys(row.tag), reattached=True)
+            batch = _Batch(row.tag, info, row.pipeline, self.store.keys(row.tag), reattached=True)
             for key in batch.keys:
                 self._batches[key] = batch
         self._tg.start_soon(self._rounds, name=f"batch-rounds:{self.name}")
@@ -392,7 +398,7 @@ class BatchChannel:
         for item in items:
             item.attempts += 1
         info = BatchInfo(model=self.name, tag=tag, requests=len(items), round=round_)
-        batch = _Batch(tag, info, [i.key for i in items], {i.key: i for i in items}, following=True)
+        batch = _Batch(tag, info, self.pipeline, [i.key for i in items], {i.key: i for i in items}, following=True)
         self.stats.batches[tag] = info
         self.store.begin(tag, self.pipeline, self.name, self.config.provider or "", round_,
                          [(i.key, i.record_id, i.step, i.request) for i in items])
@@ -439,7 +445,8 @@ class BatchChannel:
         config = self.config
         if retry_after is not None:
             return max(0.0, min(retry_after, config.retry_max_wait_s))
-        return min(config.retry_backoff_s * 2 ** (tries - 1), config.retry_max_wait_s) + random.uniform(0, config.retry_backoff_s)
+        wait = min(config.retry_backoff_s * 2 ** (tries - 1), config.retry_max_wait_s)
+        return wait + random.uniform(0, config.retry_backoff_s)
 
     async def _follow(self, batch: _Batch, counted: bool = False) -> None:
         """Poll until the batch ends, then read its results. (`counted`: already in flight.)"""
@@ -511,8 +518,8 @@ class BatchChannel:
                 except BatchCallError as exc:
                     tries += 1
                     if not exc.error.retryable or tries > self.config.max_retries:
-                        failure = exc.error.model_copy(update={"retryable": True, "message":
-                                                               f"the batch's results could not be read: {exc.error.message}"})
+                        why = f"the batch's results could not be read: {exc.error.message}"
+                        failure = exc.error.model_copy(update={"retryable": True, "message": why})
                         break
                     await anyio.sleep(self._backoff(tries, exc.error.retry_after))
         for key, item in list(batch.waiters.items()):
@@ -555,7 +562,7 @@ class BatchChannel:
             known = orphans.get(custom_id)
             if known is not None:
                 response.latency_s = 0.0
-                rows.append(text_row(custom_id, self.pipeline, self.name, known.record_id, known.step,
+                rows.append(text_row(custom_id, batch.pipeline, self.name, known.record_id, known.step,
                                      known.request, response))
         if rows:
             self.cache.put_rows(rows)

@@ -79,6 +79,10 @@ class CacheWriteError(ShapingError):
     it cannot keep."""
 
 
+class CacheUnreadable(ShapingError):
+    """A cache opened read-only that cannot be read as this version's."""
+
+
 @dataclass(eq=False)
 class _Batch:
     rows: dict[str, tuple] = field(default_factory=dict)
@@ -169,11 +173,16 @@ class CacheStats:
 class RequestCache:
     """One SQLite file per project, under training/.cache/."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, read_only: bool = False) -> None:
+        """`read_only`: look answers up, never write (a dry run); the file must exist and be of
+        this version (else CacheUnreadable)."""
         self.path = folder / FILE_NAME
         self.moved_aside: Path | None = None
-        folder.mkdir(parents=True, exist_ok=True)
-        self._db = self._open()
+        if read_only:
+            self._db = self._open_read_only()
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._db = self._open()
         # commits on the event loop's thread, as the batches of 256 before them were: measured,
         # a worker thread cost more CPU per request (the GIL handed back and forth for every row)
         self._group = GroupCommitter(self._write)
@@ -199,6 +208,17 @@ class RequestCache:
         elif version != SCHEMA_VERSION:
             db.close()
             return self._move_aside(f"v{version}")
+        return db
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            version = self._schema_version(db)
+        except sqlite3.Error as exc:
+            raise CacheUnreadable(f"{self.path}: {exc}") from exc
+        if version != SCHEMA_VERSION:
+            db.close()
+            raise CacheUnreadable(f"{self.path} is from another version of shaping (schema {version})")
         return db
 
     @staticmethod

@@ -45,8 +45,8 @@ QUERY_RECORD_ID = "__run__"
 
 
 def unpriced(model: str) -> str:
-    return (f"--max-cost: model '{model}' has no price; set price_per_million_input and "
-            f"price_per_million_output in shaping.toml [models.{model}]")
+    return (f"the cost cap (--max-cost, max_cost_usd) needs prices: model '{model}' has none; set "
+            f"price_per_million_input and price_per_million_output in shaping.toml [models.{model}]")
 
 
 def record_id_of(record: Any, index: int) -> str:

@@ -15,6 +15,10 @@ a tool-use follow-up (earlier tool calls) is refused with extended thinking on.
 In: text blocks are the text, thinking blocks the reasoning, tool_use blocks the tool calls;
 `stop_reason` refusal / max_tokens / tool_use are normalised; usage counts cache reads and
 writes as input tokens (and says which).
+
+Batch mode (shaping.providers.batch): Message Batches, each request `{custom_id, params}` with
+the body an online request would have; a succeeded result is read as an online answer, an
+errored one by its error type (invalid_request_error fails at once, overloaded_error is retried).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from pydantic import Field
@@ -151,6 +156,8 @@ class AnthropicProvider(BatchAPI, HTTPProvider):
         succeeded = int(counts.get("succeeded") or 0)
         status = data["processing_status"]
         url = data.get("results_url")
+        if url and urlsplit(url).netloc != urlsplit(self.base_url).netloc:  # base_url is a gateway: ask it
+            url = None
         return BatchState(
             id=data["id"], status=status, ended=status == "ended",
             total=succeeded + failed + int(counts.get("processing") or 0), succeeded=succeeded, failed=failed,

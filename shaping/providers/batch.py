@@ -114,7 +114,8 @@ def batched(name: str, config: ModelConfig, provider_cls: type, batch_all: bool 
     have a batch API), or `batch_all` (--batch) and its provider has one."""
     if config.batch:
         if not supports_batch(provider_cls):
-            raise ConfigError(f"shaping.toml: models.{name}.batch: provider '{config.provider or provider_cls.__name__}' has no batch API "
+            provider = config.provider or provider_cls.__name__
+            raise ConfigError(f"shaping.toml: models.{name}.batch: provider '{provider}' has no batch API "
                               f"(openai, anthropic and mock have one)")
         return True
     return batch_all and supports_batch(provider_cls)

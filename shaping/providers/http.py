@@ -179,7 +179,8 @@ class Client:
         may be far larger than `max_response_bytes`: only one line must fit in it). A status
         of 300 or more raises StatusError with the (bounded) body."""
         try:
-            async with self._client.get(Url(url)).build_streamed() as response:
+            request = self._client.get(Url(url)).header("accept", "application/binary").build_streamed()
+            async with request as response:
                 reader = response.body_reader
                 if response.status >= 300:
                     chunk = await reader.read_chunk()

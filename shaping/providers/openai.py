@@ -9,6 +9,10 @@ models get theirs (see `shaping.providers.reasoning`).
 An answer is read whole: `content` (a string or a list of parts), `refusal`,
 `reasoning_content` or `reasoning` (vLLM, DeepSeek, OpenRouter), `tool_calls`, the finish
 reason, and usage with its cached and reasoning token details.
+
+Batch mode (shaping.providers.batch): the Batch API, each line `{custom_id, method: POST, url:
+/v1/chat/completions, body}` with the body an online request would have; results are read by the
+same parsing, and a line's HTTP error as an online one would be.
 """
 
 from __future__ import annotations

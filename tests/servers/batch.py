@@ -59,7 +59,8 @@ def answer_text(api: str, body: dict) -> str:
 
 
 def _usage(body: dict, text: str) -> tuple[int, int]:
-    prompt = sum(len(_text(m.get("content")).split()) for m in body.get("messages", [])) + len(str(body.get("system", "")).split())
+    prompt = sum(len(_text(m.get("content")).split()) for m in body.get("messages", []))
+    prompt += len(str(body.get("system", "")).split())
     return prompt, len(text.split())
 
 

@@ -36,6 +36,7 @@ class HubStandIn(BackgroundServer):
         app.router.add_post("/api/validate-yaml", self._validate_yaml)
         app.router.add_post("/api/{type}s/{org}/{name}/preupload/{revision}", self._preupload)
         app.router.add_post("/api/{type}s/{org}/{name}/commit/{revision}", self._commit)
+        app.router.add_get("/api/{type}s/{org}/{name}/tree/{revision}", self._tree)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -85,6 +86,14 @@ class HubStandIn(BackgroundServer):
         return web.json_response({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
                                              "oid": None} for f in files]})
 
+    async def _tree(self, request: web.Request) -> web.Response:
+        """The repository's files (one page: the stand-in's repositories are small)."""
+        repo = self._repo(request)
+        if repo is None:
+            return web.json_response({"error": "Repository not found"}, status=404)
+        return web.json_response([{"type": "file", "path": path, "oid": f"{i:040x}", "size": len(data)}
+                                  for i, (path, data) in enumerate(sorted(repo["files"].items()))])
+
     async def _commit(self, request: web.Request) -> web.Response:
         repo = self._repo(request)
         if repo is None:
@@ -96,6 +105,9 @@ class HubStandIn(BackgroundServer):
                 value = line["value"]
                 assert value["encoding"] == "base64"
                 repo["files"][value["path"]] = base64.b64decode(value["content"])
+            elif line["key"] == "deletedFile":
+                if repo["files"].pop(line["value"]["path"], None) is None:
+                    return web.json_response({"error": f"no file {line['value']['path']}"}, status=404)
             elif line["key"] != "header":
                 return web.json_response({"error": f"the stand-in takes regular files only: {line['key']}"},
                                          status=400)
