@@ -78,7 +78,7 @@ def test_wildchat_training_on_a_local_copy(tmp_path, monkeypatch):
     assert result.manifest.dataset_deps["conversations"].revision_resolved.startswith("sha256:")
 
 
-def test_listing_and_status_of_the_repo_never_reach_the_hub(monkeypatch):
+def test_listing_and_status_of_the_repo_never_reach_the_hub(monkeypatch, tmp_path):
     import huggingface_hub
 
     from shaping.staleness import project_status
@@ -89,16 +89,20 @@ def test_listing_and_status_of_the_repo_never_reach_the_hub(monkeypatch):
     for name in ("hf_hub_download", "snapshot_download"):
         monkeypatch.setattr(huggingface_hub, name, no_network)
     monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", no_network)
-    project = Project.load(REPO)
+    for part in ("shaping.toml", "pipelines", "identity"):  # a fresh checkout: nothing run yet
+        (shutil.copytree if (REPO / part).is_dir() else shutil.copy)(REPO / part, tmp_path / part)
+    project = Project.load(tmp_path)
     entries = discover(project)
     assert "wildchat-training" in entries and not entries.broken
-    if not project.outputs("wildchat-training").manifest.exists():  # never run here: nothing to look up
-        assert project_status(project, entries)["wildchat-training"].state == "MISSING"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9", "COLUMNS": "200"}
+    assert project_status(project, entries)["wildchat-training"].state == "MISSING"
+    # and as a user runs them, online, with a hub that is not there: nothing asks it
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "COLUMNS": "200"}
+    env.pop("HF_HUB_OFFLINE", None)
     for command in ("list", "status"):
-        done = subprocess.run([str(Path(sys.executable).with_name("isf")), "pipeline", command], cwd=REPO,
+        done = subprocess.run([str(Path(sys.executable).with_name("isf")), "pipeline", command], cwd=tmp_path,
                               capture_output=True, text=True, timeout=120, env=env)
-        assert done.returncode == 0 and "wildchat-training" in done.stdout, done.stderr
+        assert done.returncode == 0 and "wildchat-training" in done.stdout and not done.stderr, done.stderr
+    assert "wildchat-training: MISSING" in done.stdout
 
 
 def test_honesty_on_the_mock_model(tmp_path):
