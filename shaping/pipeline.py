@@ -66,7 +66,7 @@ class Pipeline:
     #: how many records are worked on at once (`--workers` overrides)
     workers: ClassVar[int] = 256
     #: remove duplicate samples before the output is written: "exact", or {"near": 0.9, "on":
-    #: "both" | "prompt" | "response"} (see shaping.quality.dedupe; near needs shaping[dedupe])
+    #: "pair" | "both" | "prompt" | "response"} (see shaping.quality.dedupe; near needs shaping[dedupe])
     dedupe: ClassVar[Any] = None
     #: stop taking records once a run would spend more than this many US dollars
     #: (`--max-cost` overrides; see shaping.dispatch.budget)

@@ -500,3 +500,16 @@ def test_a_request_waits_at_most_batch_gather_s_for_its_round(tmp_path, gather_s
     result = run_pipeline(discover(project)["gather"].cls(project))
     assert [b.requests for b in result.manifest.batches] == sizes
     assert result.manifest.counts.samples == 5
+
+
+def test_named_hosts_have_no_batch_api_here():
+    from shaping.config import ModelConfig
+    from shaping.errors import ConfigError
+    from shaping.providers.batch import batched
+    from shaping.providers.openai import OpenAIProvider
+
+    local = ModelConfig(provider="ollama", model="llama3.2")
+    assert batched("local", local, OpenAIProvider, batch_all=True) is False  # --batch leaves it online
+    with pytest.raises(ConfigError, match="models.local.batch: provider 'ollama' has no batch API"):
+        batched("local", local.model_copy(update={"batch": True}), OpenAIProvider)
+    assert batched("gpt", ModelConfig(provider="openai", model="gpt-4o-mini"), OpenAIProvider, batch_all=True)

@@ -46,8 +46,13 @@ def removed(items):
     return [(r.duplicate.id, r.duplicate.duplicate_of, r.duplicate.reason, r.duplicate.similarity) for r in items]
 
 
+def test_by_default_only_the_same_conversation_is_a_duplicate():
+    kept, gone = dedupe(EXACT)  # on="pair": prompt and response both, case and whitespace aside
+    assert ids(kept) == ["a", "c", "d", "e"] and removed(gone) == [("b", "a", "exact_pair", 1.0)]
+
+
 def test_exact_duplicates_case_and_whitespace_aside():
-    kept, gone = dedupe(EXACT)
+    kept, gone = dedupe(EXACT, on="both")
     assert ids(kept) == ["a", "e"]
     assert removed(gone) == [("b", "a", "exact_pair", 1.0), ("c", "a", "exact_response", 1.0),
                              ("d", "a", "exact_prompt", 1.0)]
@@ -64,7 +69,7 @@ def test_on_prompt_or_response_only():
 
 
 def test_the_first_occurrence_is_kept_and_only_kept_ones_are_matched():
-    kept, gone = dedupe(list(reversed(EXACT)))
+    kept, gone = dedupe(list(reversed(EXACT)), on="both")
     assert ids(kept) == ["e", "d", "c"]
     # b's prompt matches d (kept), its response c (kept): the prompt is looked at first
     assert removed(gone) == [("b", "d", "exact_prompt", 1.0), ("a", "d", "exact_prompt", 1.0)]
@@ -80,13 +85,14 @@ def test_distinct_samples_are_all_kept():
 def test_near_duplicates_one_word_changed_in_40():
     samples = [sample("long", "Describe the lighthouse.", LONG), sample("other", "Describe a harbour.", "Boats."),
                sample("near", "Tell me of the keeper.", NEAR)]
-    kept, gone = dedupe(samples, near=0.8)
+    kept, gone = dedupe(samples, near=0.8, on="both")
     assert ids(kept) == ["long", "other"]
     [(sid, of, reason, similarity)] = removed(gone)
     assert (sid, of, reason) == ("near", "long", "near_response")
     assert 0.8 <= similarity < 0.95
-    kept, gone = dedupe(samples, near=0.99)
+    kept, gone = dedupe(samples, near=0.99, on="both")
     assert ids(kept) == ["long", "other", "near"] and gone == []
+    assert dedupe(samples, near=0.8) == (samples, [])  # the prompts differ: no pair
     assert dedupe(samples) == (samples, [])  # exact alone: not the same text
     assert ids(dedupe(samples, near=0.8, on="prompt")[0]) == ["long", "other", "near"]
 
@@ -97,7 +103,7 @@ def test_near_pair_and_punctuation():
     assert (sid, of, reason) == ("y", "x", "near_pair") and 0.8 <= similarity < 1
     # near looks at words only: punctuation and case aside, the same words are similarity 1.0
     same_words = [sample("p", "q1", "Hello, World! " + LONG), sample("q", "q2", "hello world " + LONG + "...")]
-    assert removed(dedupe(same_words, near=1.0)[1]) == [("q", "p", "near_response", 1.0)]
+    assert removed(dedupe(same_words, near=1.0, on="both")[1]) == [("q", "p", "near_response", 1.0)]
     assert dedupe(same_words)[1] == []
 
 
@@ -141,7 +147,7 @@ def test_settings_are_checked():
     for bad, message in (({"near": 0}, "near must be a number in (0, 1], got 0"),
                          ({"near": 1.5}, "near must be a number in (0, 1], got 1.5"),
                          ({"near": True}, "near must be a number"),
-                         ({"on": "answers"}, "on must be one of both, prompt, response, got 'answers'"),
+                         ({"on": "answers"}, "on must be one of pair, both, prompt, response, got 'answers'"),
                          ({"treshold": 0.9}, "unknown key(s) 'treshold'"),
                          ("fuzzy", 'expected "exact" or a dict')):
         with pytest.raises(ValueError) as info:
@@ -151,7 +157,7 @@ def test_settings_are_checked():
 
 def test_near_without_datasketch_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasketch", None)  # import datasketch raises ImportError
-    assert ids(dedupe(EXACT)[0]) == ["a", "e"]  # exact needs nothing more
+    assert ids(dedupe(EXACT, on="both")[0]) == ["a", "e"]  # exact needs nothing more
     with pytest.raises(ShapingError, match=r"pip install 'shaping\[dedupe\]'"):
         dedupe(EXACT, near=0.9)
 
@@ -218,15 +224,15 @@ def status_line(root):
 def test_cli_dedupe_rewrites_the_output_and_status_stays_current(crafted):
     assert status_line(crafted) == "crafted: CURRENT (7 samples)"
     before = snapshot(crafted)
-    dry = isf(crafted, "pipeline", "dedupe", "crafted", "--dry-run")
+    dry = isf(crafted, "pipeline", "dedupe", "crafted", "--on", "both", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "sample s2: exact pair of sample s0" in dry.stdout and "sample s5: exact response of sample s0" in dry.stdout
-    assert "crafted: would keep 5, remove 2: 2 exact, 0 near (exact); dry run, nothing written" in dry.stdout
+    assert "crafted: would keep 5, remove 2: 2 exact, 0 near (exact on prompts or responses); dry run, nothing written" in dry.stdout
     assert snapshot(crafted) == before
 
-    result = isf(crafted, "pipeline", "dedupe", "crafted")
+    result = isf(crafted, "pipeline", "dedupe", "crafted", "--on", "both")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == "crafted: kept 5, removed 2: 2 exact, 0 near (exact)"
+    assert result.stdout.splitlines()[0] == "crafted: kept 5, removed 2: 2 exact, 0 near (exact on prompts or responses)"
     assert [s["id"] for s in read_jsonl(data(crafted, "crafted.jsonl"))] == ["s0", "s1", "s3", "s4", "s6"]
     original = {s["id"]: s for s in read_jsonl_bytes(before["crafted.jsonl"])}
     gone = read_jsonl(data(crafted, "dedupe", "crafted.removed.jsonl"))
@@ -241,6 +247,7 @@ def test_cli_dedupe_rewrites_the_output_and_status_stays_current(crafted):
     [record] = manifest["dedupe"]
     assert {k: record[k] for k in ("by", "on", "near", "before", "kept", "removed_exact", "removed_near")} == {
         "by": "cli", "on": "both", "near": None, "before": 7, "kept": 5, "removed_exact": 2, "removed_near": 0}
+    # by default only the same conversation goes: here none is left
     assert manifest["dedupe_removed"] == {
         "path": "training/data/dedupe/crafted.removed.jsonl",
         "sha256": hashlib.sha256(data(crafted, "dedupe", "crafted.removed.jsonl").read_bytes()).hexdigest()}
@@ -248,9 +255,10 @@ def test_cli_dedupe_rewrites_the_output_and_status_stays_current(crafted):
     assert not list(data(crafted).rglob("*.tmp"))
 
     # a second pass, near this time: adds to the removed file
-    result = isf(crafted, "pipeline", "dedupe", "crafted", "--near", "0.8")
+    result = isf(crafted, "pipeline", "dedupe", "crafted", "--near", "0.8", "--on", "both")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == "crafted: kept 4, removed 1: 0 exact, 1 near (exact and near >= 0.8)"
+    assert result.stdout.splitlines()[0] == ("crafted: kept 4, removed 1: 0 exact, 1 near (exact and near >= 0.8 "
+                                             "on prompts or responses)")
     assert [s["id"] for s in read_jsonl(data(crafted, "crafted.jsonl"))] == ["s0", "s1", "s4", "s6"]
     gone = read_jsonl(data(crafted, "dedupe", "crafted.removed.jsonl"))
     assert [(g["id"], g["duplicate_of"], g["reason"]) for g in gone] == [
@@ -262,7 +270,7 @@ def test_cli_dedupe_rewrites_the_output_and_status_stays_current(crafted):
 
     # nothing left to remove: nothing changes
     before = snapshot(crafted)
-    result = isf(crafted, "pipeline", "dedupe", "crafted", "--near", "0.8")
+    result = isf(crafted, "pipeline", "dedupe", "crafted", "--near", "0.8", "--on", "both")
     assert result.returncode == 0 and "crafted: kept 4, removed 0: 0 exact, 0 near" in result.stdout
     assert snapshot(crafted) == before
 
@@ -275,7 +283,7 @@ def read_jsonl_bytes(content):
 
 def test_the_removed_file_loads_with_datasets(crafted):
     datasets = pytest.importorskip("datasets")
-    assert isf(crafted, "pipeline", "dedupe", "crafted", "--near", "0.8").returncode == 0
+    assert isf(crafted, "pipeline", "dedupe", "crafted", "--near", "0.8", "--on", "both").returncode == 0
     loaded = datasets.load_dataset("json", data_files=str(data(crafted, "dedupe", "crafted.removed.jsonl")),
                                    split="train", cache_dir=str(crafted / "hf-cache"))
     assert loaded["id"] == ["s2", "s3", "s5"] and loaded["reason"] == ["exact_pair", "near_response", "exact_response"]
@@ -285,24 +293,24 @@ def test_the_removed_file_loads_with_datasets(crafted):
 def test_validate_and_report_show_what_dedupe_would_remove(crafted):
     result = isf(crafted, "pipeline", "validate", "crafted")
     assert "dedupe would remove" in result.stdout
-    assert "2 of 7 samples: 2 exact, near not checked (quality dedupe_near sets a threshold)" in result.stdout
+    assert "1 of 7 samples: 1 exact, near not checked (quality dedupe_near sets a threshold)" in result.stdout
     assert "dedupe would remove: sample s2: exact pair of sample s0" in result.stdout
     report = isf(crafted, "pipeline", "report", "crafted")
     assert report.returncode == 0, report.stderr
     html = data(crafted, "crafted.report.html").read_text()
-    assert '<div class="figure" id="count-dedupe">2</div>' in html
-    assert "dedupe would remove 2 of 7 samples: 2 exact" in html
+    assert '<div class="figure" id="count-dedupe">1</div>' in html
+    assert "dedupe would remove 1 of 7 samples: 1 exact" in html
     assert "<td>exact pair</td>" in html and "isf pipeline dedupe crafted" in html
     stricter = PIPELINE.format(rows=CRAFTED).replace('name = "crafted"', 'name = "crafted"\n    quality = {"dedupe_near": 0.8}')
     (crafted / "pipelines" / "crafted.py").write_text(stricter)
-    assert "3 of 7 samples: 2 exact, 1 near (>= 0.8)" in isf(crafted, "pipeline", "validate", "crafted").stdout
+    assert "1 of 7 samples: 1 exact, 0 near (>= 0.8)" in isf(crafted, "pipeline", "validate", "crafted").stdout
 
 
 @pytest.mark.parametrize("args, fragment", [
     (["--near", "1.5"], "--near must be a number in (0, 1], got 1.5"),
     (["--near", "0"], "--near must be a number in (0, 1], got 0.0"),
     (["--near", "high"], "--near must be a number in (0, 1], got 'high'"),
-    (["--on", "answers"], "--on must be one of both, prompt, response, got 'answers'"),
+    (["--on", "answers"], "--on must be one of pair, both, prompt, response, got 'answers'"),
 ])
 def test_bad_input_is_one_line_and_changes_nothing(crafted, args, fragment):
     before = snapshot(crafted)
@@ -327,7 +335,7 @@ def test_no_output_yet_and_no_datasketch(tmp_path):
     one_line_error(run("pipeline", "dedupe", "crafted", "--near", "0.9"), "pip install 'shaping[dedupe]'")
     assert snapshot(tmp_path) == before
     result = run("pipeline", "dedupe", "crafted")  # exact needs nothing more
-    assert result.returncode == 0 and "kept 5, removed 2: 2 exact, 0 near" in result.stdout, result.stderr
+    assert result.returncode == 0 and "kept 6, removed 1: 1 exact, 0 near" in result.stdout, result.stderr
     near = PIPELINE.format(rows=CRAFTED).replace('name = "crafted"', 'name = "crafted"\n    quality = {"dedupe_near": 0.9}')
     (tmp_path / "pipelines" / "crafted.py").write_text(near)
     validate = run("pipeline", "validate", "crafted")
@@ -339,7 +347,7 @@ def test_an_edited_output_stays_stale(crafted):
     path.write_text(path.read_text() + path.read_text().splitlines()[0] + "\n")  # s0 once more
     manifest = data(crafted, "crafted.manifest.json").read_bytes()
     result = isf(crafted, "pipeline", "dedupe", "crafted")
-    assert result.returncode == 0 and "kept 5, removed 3: 3 exact, 0 near" in result.stdout
+    assert result.returncode == 0 and "kept 6, removed 2: 2 exact, 0 near" in result.stdout
     assert "the output was edited since its run; the manifest was left as it was" in result.stderr
     assert data(crafted, "crafted.manifest.json").read_bytes() == manifest
     assert "STALE" in status_line(crafted) and "output edited since the run" in status_line(crafted)
@@ -378,7 +386,7 @@ class Lights(Pipeline):
 def test_the_class_option_is_applied_during_a_run(tmp_path):
     write_project(tmp_path)
     source = tmp_path / "pipelines" / "lights.py"
-    source.write_text(RUN_PIPELINE.format(long=LONG, near=NEAR, option='{"near": 0.8}'))
+    source.write_text(RUN_PIPELINE.format(long=LONG, near=NEAR, option='{"near": 0.8, "on": "both"}'))
     result = isf(tmp_path, "pipeline", "run", "lights")
     assert result.returncode == 0, result.stderr
     assert "removed 2 (1 exact, 1 near)" in result.stdout
@@ -394,10 +402,14 @@ def test_the_class_option_is_applied_during_a_run(tmp_path):
     assert not list(data(tmp_path).rglob("*.tmp")) and not list(data(tmp_path).rglob("*.spool"))
 
     # exact only: the near one stays; no option: the removed file of an earlier run goes
-    source.write_text(RUN_PIPELINE.format(long=LONG, near=NEAR, option='"exact"'))
+    source.write_text(RUN_PIPELINE.format(long=LONG, near=NEAR, option='{"on": "both"}'))
     assert isf(tmp_path, "pipeline", "run", "lights", "-q").returncode == 0
     assert [s["id"] for s in read_jsonl(data(tmp_path, "lights.jsonl"))] == ["r0", "r2", "r3", "r4"]
     assert [g["id"] for g in read_jsonl(data(tmp_path, "dedupe", "lights.removed.jsonl"))] == ["r1"]
+    # "exact" (on pairs): r1 is another conversation (the mock answered its own prompt)
+    source.write_text(RUN_PIPELINE.format(long=LONG, near=NEAR, option='"exact"'))
+    assert isf(tmp_path, "pipeline", "run", "lights", "-q").returncode == 0
+    assert len(read_jsonl(data(tmp_path, "lights.jsonl"))) == 5
     source.write_text(RUN_PIPELINE.format(long=LONG, near=NEAR, option="None"))
     assert isf(tmp_path, "pipeline", "run", "lights", "-q").returncode == 0
     assert len(read_jsonl(data(tmp_path, "lights.jsonl"))) == 5

@@ -25,9 +25,10 @@ def _number(text: str) -> float | str:
 @click.option("--near", metavar="THRESHOLD",
               help="Also remove near duplicates: estimated Jaccard similarity of word 3-grams at least "
                    "THRESHOLD, in (0, 1] (MinHash; needs pip install 'shaping[dedupe]').")
-@click.option("--on", "on", default="both", show_default=True, metavar="prompt|response|both",
-              help="What makes a duplicate: the prompt (every user turn), the response (the last "
-                   "assistant turn), or either.")
+@click.option("--on", "on", default="pair", show_default=True, metavar="pair|both|prompt|response",
+              help="What makes a duplicate: prompt and response both (pair: the same conversation), "
+                   "either of them (both), the prompt (every user turn) or the response (the last "
+                   "assistant turn).")
 @click.option("--dry-run", is_flag=True, help="Say what would be removed; change nothing.")
 @click.pass_context
 @user_errors

@@ -111,11 +111,15 @@ def supports_batch(provider_cls: type) -> bool:
 
 def batched(name: str, config: ModelConfig, provider_cls: type, batch_all: bool = False) -> bool:
     """Whether model `name` runs in batch mode: `batch = true` in its table (its provider must
-    have a batch API), or `batch_all` (--batch) and its provider has one."""
+    have a batch API; the named hosts, ollama, vllm, together and xai, have none here), or
+    `batch_all` (--batch) and its provider has one."""
+    from shaping.providers.registry import preset_for, resolve_provider_name
+
+    provider = resolve_provider_name(name, config)
+    has_api = supports_batch(provider_cls) and preset_for(provider) is None
     if config.batch:
-        if not supports_batch(provider_cls):
-            provider = config.provider or provider_cls.__name__
+        if not has_api:
             raise ConfigError(f"shaping.toml: models.{name}.batch: provider '{provider}' has no batch API "
                               f"(openai, anthropic and mock have one)")
         return True
-    return batch_all and supports_batch(provider_cls)
+    return batch_all and has_api

@@ -173,9 +173,20 @@ def price_basis(name: str, config: ModelConfig) -> str | None:
     cls = provider_class(name, provider)
     if cls.local:
         return "local"
+    return "list" if on_provider_host(name, config) else None
+
+
+def on_provider_host(name: str, config: ModelConfig) -> bool:
+    """Whether the model is served by its provider's own API (`list_price_hosts`: OpenAI's,
+    Anthropic's), not by another server that speaks the same protocol: list prices and batch
+    APIs are that host's."""
+    provider = resolve_provider_name(name, config)
+    if preset_for(provider) is not None:
+        return False
+    cls = provider_class(name, provider)
     urls = config.base_urls or [resolve_base_url(config) or getattr(cls, "default_base_url", None)]
     hosts = {urlsplit(url).hostname for url in urls if url}
-    return "list" if hosts and hosts <= cls.list_price_hosts else None
+    return bool(hosts) and hosts <= cls.list_price_hosts
 
 
 def resolve_model(name: str, config: ModelConfig) -> ModelConfig:

@@ -8,9 +8,11 @@ What is compared (the same for single- and multi-turn samples):
 - **response**: the last assistant turn's answer (inline `<think>` blocks taken out) and its
   tool calls as `name(arguments)` lines. Reasoning (`reasoning_content`) is not counted.
 
-`on` chooses what makes a duplicate: "prompt", "response", or "both" (the default: a sample
-goes when its prompt *or* its response duplicates an earlier kept sample's). An empty side
-never counts as a duplicate (an empty answer is the empty-turn check's business).
+`on` chooses what makes a duplicate: "pair" (the default: a sample goes when its prompt *and*
+its response duplicate one earlier kept sample's: the same conversation, or nearly), "both" (its
+prompt *or* its response duplicates an earlier kept sample's), "prompt" or "response". Data
+with several answers to one prompt (preferences, honesty levels) keeps them under "pair". An
+empty side never counts as a duplicate (an empty answer is the empty-turn check's business).
 
 - **exact**: the texts with case folded and whitespace collapsed, hashed (blake2b). Reasons:
   `exact_pair` (prompt and response both match one earlier sample), `exact_prompt`,
@@ -40,7 +42,7 @@ from typing import Any
 from shaping.errors import ShapingError
 from shaping.quality.turns import calls_text, split_think, tool_calls_of
 
-ON = ("both", "prompt", "response")
+ON = ("pair", "both", "prompt", "response")
 SHINGLE = 3  # words a shingle (shingles() spells out the three)
 NUM_PERM = 128
 SEED = 1
@@ -61,7 +63,7 @@ WORDS = re.compile(r"\w+")
 class DedupeSettings:
     #: the near-duplicate threshold (estimated Jaccard similarity), or None for exact only
     near: float | None = None
-    on: str = "both"
+    on: str = "pair"
 
     def __post_init__(self) -> None:
         if self.on not in ON:
@@ -73,7 +75,7 @@ class DedupeSettings:
 
     @classmethod
     def parse(cls, value: Any) -> "DedupeSettings":
-        """A pipeline's `dedupe` option: "exact", or {"near": 0.9, "on": "both"} (both keys
+        """A pipeline's `dedupe` option: "exact", or {"near": 0.9, "on": "pair"} (both keys
         optional; without "near", exact only). Raises ValueError saying what is wrong."""
         if isinstance(value, DedupeSettings):
             return value
@@ -83,11 +85,11 @@ class DedupeSettings:
             unknown = sorted(set(value) - {"near", "on"})
             if unknown:
                 raise ValueError(f"unknown key(s) {', '.join(map(repr, unknown))} (allowed: 'near', 'on')")
-            return cls(near=value.get("near"), on=value.get("on", "both"))
-        raise ValueError(f'expected "exact" or a dict such as {{"near": 0.9, "on": "both"}}, got {value!r}')
+            return cls(near=value.get("near"), on=value.get("on", "pair"))
+        raise ValueError(f'expected "exact" or a dict such as {{"near": 0.9, "on": "pair"}}, got {value!r}')
 
     def describe(self) -> str:
-        where = "" if self.on == "both" else f" on {self.on}s"
+        where = "" if self.on == "pair" else " on prompts or responses" if self.on == "both" else f" on {self.on}s"
         return (f"exact and near >= {self.near:g}" if self.near is not None else "exact") + where
 
 
@@ -260,13 +262,15 @@ def _best(found: dict[int, float]) -> tuple[int, float]:
 
 
 def _near_duplicate(index: int, sample_id: str, found: dict[str, dict[int, float]],
-                    kept_ids: dict[int, str]) -> Duplicate | None:
+                    kept_ids: dict[int, str], pair_only: bool = False) -> Duplicate | None:
     """The kept sample this one is most alike, where one is alike enough: on both sides (a
-    pair, judged by the lower similarity) before either side alone."""
+    pair, judged by the lower similarity) before either side alone (unless `pair_only`)."""
     both = set(found.get("prompt", ())) & set(found.get("response", ()))
     if both:
         of_index, similarity = _best({i: min(found["prompt"][i], found["response"][i]) for i in both})
         reason = "near_pair"
+    elif pair_only:
+        return None
     else:
         best = [(side, *_best(f)) for side, f in found.items() if f]
         if not best:
@@ -280,7 +284,8 @@ def find_duplicates(items: Iterable[tuple[str, str, str]], settings: DedupeSetti
     """`items`: (id, prompt, response) per sample, in input order (see prompt_text and
     response_text). Returns which to remove, each with the kept sample it duplicates."""
     settings = settings or DedupeSettings()
-    sides = ("prompt", "response") if settings.on == "both" else (settings.on,)
+    sides = ("prompt", "response") if settings.on in ("pair", "both") else (settings.on,)
+    counted = ("pair",) if settings.on == "pair" else ("pair", *sides)  # what alone makes a duplicate
     if settings.near is not None:
         require_datasketch()
         near = {side: _Near(settings.near) for side in sides}
@@ -294,7 +299,7 @@ def find_duplicates(items: Iterable[tuple[str, str, str]], settings: DedupeSetti
         if len(sides) == 2 and keys["prompt"] and keys["response"]:
             keys["pair"] = hashlib.blake2b(keys["prompt"] + keys["response"], digest_size=16).digest()
         duplicate = None
-        for side in ("pair", *sides):
+        for side in counted:
             if keys.get(side) and (side, keys[side]) in seen:
                 of_index, of_id = seen[side, keys[side]]
                 duplicate = Duplicate(index, sample_id, of_id, f"exact_{side}", 1.0, of_index)
@@ -303,7 +308,7 @@ def find_duplicates(items: Iterable[tuple[str, str, str]], settings: DedupeSetti
         if duplicate is None and settings.near is not None:
             sketches = {side: near[side].sketch(text[side]) for side in sides}
             found = {side: near[side].matches(s) for side, s in sketches.items() if s is not None}
-            duplicate = _near_duplicate(index, sample_id, found, kept_ids)
+            duplicate = _near_duplicate(index, sample_id, found, kept_ids, pair_only=settings.on == "pair")
         if duplicate is not None:
             result.removed.append(duplicate)
             continue
@@ -330,7 +335,7 @@ class Removed:
 
 
 def dedupe(samples: list[dict[str, Any]], near: float | None = None,
-           on: str = "both") -> tuple[list[dict[str, Any]], list[Removed]]:
+           on: str = "pair") -> tuple[list[dict[str, Any]], list[Removed]]:
     """(the kept samples, the removed ones each with what it duplicates), in input order."""
     result = find_duplicates(texts(samples), DedupeSettings(near=near, on=on))
     removed = result.removed_at()
