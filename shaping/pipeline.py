@@ -126,7 +126,7 @@ class Pipeline:
         for klass in reversed(cls.__mro__):
             for attr, value in vars(klass).items():
                 if (klass is not Pipeline and isinstance(value, (FileDep, ModelDep, DatasetDep, FeedbackDep))
-                        and callable(getattr(Pipeline, attr, None))):
+                        and inspect.isfunction(inspect.getattr_static(Pipeline, attr, None))):
                     raise PipelineDefinitionError(f"{where}: {attr} is a method of Pipeline; give the "
                                                   f"{type(value).__name__} another name")
                 if isinstance(value, FileDep):
