@@ -44,7 +44,8 @@ class ModelConfig(BaseModel):
     #: send this model's run_task requests through the provider's batch API (see shaping.dispatch.batch)
     batch: bool = False
     #: in batch mode: seconds between polls of a submitted batch
-    batch_poll_s: float = Field(default=30.0, gt=0)
+    #: how often a submitted batch is polled (default: the provider's, 30 s for the APIs)
+    batch_poll_s: float | None = Field(default=None, gt=0)
     #: in batch mode: the longest a request waits for its round to form (see shaping.dispatch.batch)
     batch_gather_s: float = Field(default=60.0, gt=0)
     params: dict[str, Any] = Field(default_factory=dict)

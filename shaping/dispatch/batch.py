@@ -458,7 +458,7 @@ class BatchChannel:
                 state = await self._poll(batch)
             while not state.ended:
                 self._note(batch, state)
-                await anyio.sleep(self.config.batch_poll_s)
+                await anyio.sleep(self.provider.batch_poll_s)
                 state = await self._poll(batch)
             self._note(batch, state)
             batch.state = state
@@ -488,7 +488,7 @@ class BatchChannel:
             if not error.retryable:  # 401, 403: no poll will change it; the batch stays open for a later run
                 return BatchState(id=batch.id, status="unreadable", ended=True, error=error)
             tries += 1
-            await anyio.sleep(min(self.config.batch_poll_s, self._backoff(tries, error.retry_after)))
+            await anyio.sleep(min(self.provider.batch_poll_s, self._backoff(tries, error.retry_after)))
 
     def _note(self, batch: _Batch, state: BatchState) -> None:
         info = batch.info

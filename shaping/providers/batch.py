@@ -84,6 +84,12 @@ class BatchAPI:
 
     #: per batch, as the API allows
     batch_limits: ClassVar[BatchLimits]
+    #: how often a batch is polled unless the model's `batch_poll_s` says otherwise
+    default_batch_poll_s: ClassVar[float] = 30.0
+
+    @property
+    def batch_poll_s(self) -> float:
+        return self.config.batch_poll_s or self.default_batch_poll_s
 
     @abstractmethod
     def batch_item(self, custom_id: str, request: LLMRequest) -> bytes:

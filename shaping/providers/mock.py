@@ -114,6 +114,11 @@ class MockProvider(BatchAPI, Provider):
     Options = MockOptions
     operational_options = frozenset({"latency_s", "batch_latency_s"})
     batch_limits = BatchLimits(100_000, 256 * 10**6)
+
+    @property
+    def batch_poll_s(self) -> float:  # a mock batch ends after batch_latency_s: look a few times in that
+        return self.config.batch_poll_s or max(0.05, self.options.batch_latency_s / 4)
+
     #: the batches this process submitted (a mock batch lives as long as its process)
     _batches: ClassVar[dict[str, _MockBatch]] = {}
 
