@@ -4,7 +4,7 @@
     python bench/batch_cost.py --records 200
     make bench
 
-A loopback fake of OpenAI's Batch API and Anthropic's Message Batches (tests/servers/batch.py)
+A loopback fake of OpenAI's Batch API and Anthropic's Message Batches (shaping/testing/batch.py)
 answers both runs the same way (from the request body); each batch ends 0.2 s after it is
 submitted. Step one asks an OpenAI model for a question, step two an Anthropic model for the
 answer, each priced at its list price (gpt-4o-mini, claude-sonnet-4-5 as of shaping.prices'
@@ -82,7 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=2000)
     args = parser.parse_args()
-    from tests.servers.batch import BatchServer
+    from shaping.testing.batch import BatchServer
 
     with tempfile.TemporaryDirectory() as tmp, BatchServer(api_key=KEY, delay_s=0.2) as server:
         online, online_s = run(Path(tmp) / "online", server, args.records, batch=False)

@@ -7,7 +7,7 @@
 Each size runs every contender `--repeat` times (3), interleaved so that a busy moment of the
 machine falls on all of them alike; the table shows the median of each figure.
 
-A loopback OpenAI-compatible server (tests/servers) answers every request after 50 ms, in its
+A loopback OpenAI-compatible server (shaping.testing) answers every request after 50 ms, in its
 own process; each contender runs in a fresh process of its own, so CPU time and peak RSS are
 its alone. Contenders:
 
@@ -227,7 +227,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown contenders {unknown}; known: {', '.join(CONTENDERS)}")
 
-    server = subprocess.Popen([sys.executable, "-c", "from tests.servers.loopback import main; main()",
+    server = subprocess.Popen([sys.executable, "-c", "from shaping.testing.loopback import main; main()",
                                "openai", "0", str(LATENCY_S)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     url = server.stdout.readline().strip()
     rows = []
@@ -304,7 +304,7 @@ def write_results(rows: list[dict]) -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} CPU(s), Python {platform.python_version()}"
     runs = next((r["runs"] for r in rows if "runs" in r), 0)
     text = (f"# Benchmark results\n\n{date.today().isoformat()} on {machine}.\n"
-            f"Server: loopback OpenAI-compatible (tests/servers), {LATENCY_S * 1000:.0f} ms per request, own process.\n"
+            f"Server: loopback OpenAI-compatible (shaping.testing), {LATENCY_S * 1000:.0f} ms per request, own process.\n"
             f"Each figure is the median of {runs} interleaved runs (the highest, for peak RSS); the "
             f"server shares the machine's {os.cpu_count()} CPU(s) with the contender.\n"
             f"curator and distilabel run the one-step task in venvs of their own (bench/contender_*.py); "

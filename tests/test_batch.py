@@ -1,6 +1,6 @@
 """Batch mode (shaping.dispatch.batch): a model's run_task requests through its provider's batch
 API, round by round, against a loopback fake of OpenAI's Batch API and Anthropic's Message
-Batches (tests/servers/batch.py): rounds, retries, identical output, resume after kill -9,
+Batches (shaping/testing/batch.py): rounds, retries, identical output, resume after kill -9,
 `isf batch list | cancel`, the SDKs' batch types, cost at batch prices, the mock's batches."""
 
 import json
@@ -22,7 +22,7 @@ from shaping.errors import ConfigError, RunFailedError, ShapingError
 from shaping.providers.batch import BatchLimits
 from tests.conftest import read_errors, write_project
 from tests.sdk_types import anthropic_params_type, check_body, openai_params_type
-from tests.servers.batch import BatchServer, answer_text
+from shaping.testing.batch import BatchServer, answer_text
 from tests.test_cli import ISF
 
 KEY = "sk-test-batch-0123456789SECRET"

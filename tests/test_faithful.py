@@ -18,7 +18,7 @@ from shaping.pipeline import Pipeline, TrainingSample, model_request
 from shaping.requests import ModelResponse, Usage
 from tests.conftest import read_errors, read_jsonl, write_project
 from tests.sdk_types import anthropic_params_type, check_body, openai_params_type
-from tests.servers import Fault, LoopbackServer
+from shaping.testing import Fault, LoopbackServer
 from tests.test_http_providers import KEY, model_toml, send
 
 TOOLS = [{"type": "function", "function": {

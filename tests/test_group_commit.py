@@ -17,7 +17,7 @@ import pytest
 from shaping.dispatch.cache import CacheWriteError, GroupCommitter, RequestCache, answer_row
 from shaping.requests import LLMMessage, ModelResponse
 from tests.conftest import write_project
-from tests.servers import Fault, LoopbackServer
+from shaping.testing import Fault, LoopbackServer
 
 
 def row(i: int) -> tuple:

@@ -20,7 +20,7 @@ from shaping.errors import ConfigError
 from shaping.pipeline import Pipeline, TrainingSample, model_request
 from shaping.providers.http import Client, ResponseTooLarge, TransportError
 from tests.conftest import write_project
-from tests.servers import Fault, LoopbackServer
+from shaping.testing import Fault, LoopbackServer
 
 KEY = "sk-test-0123456789abcdefSECRET"
 KSHOT = [
@@ -323,7 +323,7 @@ def test_https_trusts_the_ca_bundle_named_by_ssl_cert_file(tmp_path, tls, monkey
 
 
 def test_http_goes_through_the_proxy_with_its_credentials(tmp_path, openai_server, monkeypatch, no_proxy_settings):
-    from tests.servers.proxy import ForwardProxy
+    from shaping.testing.proxy import ForwardProxy
 
     with ForwardProxy() as proxy:
         monkeypatch.setenv("HTTP_PROXY", f"http://user%40corp:p%3Ass@127.0.0.1:{proxy.port}")
@@ -335,7 +335,7 @@ def test_http_goes_through_the_proxy_with_its_credentials(tmp_path, openai_serve
 
 
 def test_https_goes_through_a_connect_tunnel(tmp_path, tls, monkeypatch, no_proxy_settings):
-    from tests.servers.proxy import ForwardProxy
+    from shaping.testing.proxy import ForwardProxy
 
     context, bundle = tls
     monkeypatch.setenv("SHAPING_TEST_KEY", KEY)
@@ -367,7 +367,7 @@ def test_a_key_pasted_with_its_newline_still_works(tmp_path, openai_server, monk
 
 
 def test_https_proxy_tls_to_the_proxy_then_a_connect_tunnel(tmp_path, tls, monkeypatch, no_proxy_settings):
-    from tests.servers.proxy import ForwardProxy
+    from shaping.testing.proxy import ForwardProxy
 
     context, bundle = tls
     monkeypatch.setenv("SHAPING_TEST_KEY", KEY)
@@ -381,7 +381,7 @@ def test_https_proxy_tls_to_the_proxy_then_a_connect_tunnel(tmp_path, tls, monke
 
 
 def test_a_socks5_proxy_named_by_http_proxy(tmp_path, openai_server, monkeypatch, no_proxy_settings):
-    from tests.servers.proxy import Socks5Proxy
+    from shaping.testing.proxy import Socks5Proxy
 
     with Socks5Proxy() as proxy:
         monkeypatch.setenv("HTTP_PROXY", proxy.url)
@@ -392,7 +392,7 @@ def test_a_socks5_proxy_named_by_http_proxy(tmp_path, openai_server, monkeypatch
 
 @pytest.mark.parametrize("http2", [True, False])
 def test_http2_where_the_server_offers_it(tmp_path, ca, monkeypatch, no_proxy_settings, http2):
-    from tests.servers.h2 import H2Server
+    from shaping.testing.h2 import H2Server
 
     authority, bundle = ca
     pem = tmp_path / "server.pem"

@@ -10,7 +10,7 @@ from shaping.errors import PipelineDefinitionError, TaskContractError
 from shaping.judge import judge_request, rejection
 from shaping.samples import TrainingSample
 from tests.conftest import read_errors, read_jsonl, write_project
-from tests.servers import LoopbackServer
+from shaping.testing import LoopbackServer
 from tests.test_cli import isf
 
 PIPELINE = '''

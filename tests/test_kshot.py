@@ -18,7 +18,7 @@ from shaping.providers.mock import conversation_digest
 from shaping.providers.registry import create_provider
 from shaping.requests import LLMRequest
 from tests.conftest import read_jsonl, write_project
-from tests.servers import LoopbackServer
+from shaping.testing import LoopbackServer
 from tests.test_cli import isf
 
 REPO = Path(__file__).resolve().parents[1]

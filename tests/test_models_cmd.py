@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_project
-from tests.servers import Fault, LoopbackServer
+from shaping.testing import Fault, LoopbackServer
 
 ISF = str(Path(sys.executable).with_name("isf"))
 #: a key value that must never be printed, whole or its start

@@ -12,7 +12,7 @@ ray = pytest.importorskip("ray", reason="Ray is installed by `make test` (the ra
 from shaping import run_pipeline  # noqa: E402
 from shaping.pipeline import Pipeline, TrainingSample, model_request  # noqa: E402
 from tests.conftest import write_project  # noqa: E402
-from tests.servers import LoopbackServer  # noqa: E402
+from shaping.testing import LoopbackServer  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)

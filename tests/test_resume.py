@@ -17,7 +17,7 @@ from shaping.dispatch.cache import RequestCache
 from shaping.errors import OutputError, ShapingError
 from shaping.lock import RunLock
 from tests.conftest import write_project
-from tests.servers import LoopbackServer
+from shaping.testing import LoopbackServer
 from tests.test_cli import ISF
 
 PIPELINE = '''
@@ -119,7 +119,7 @@ def test_no_cache_sends_everything(tmp_path, server):
 
 
 def test_failed_answers_are_not_cached(tmp_path, server):
-    from tests.servers import Fault
+    from shaping.testing import Fault
     make(tmp_path, server, TOPICS[:2])
     toml_path = tmp_path / "shaping.toml"
     toml_path.write_text(toml_path.read_text().replace("retry_backoff_s = 0.01", "retry_backoff_s = 0.01\nmax_retries = 0"))

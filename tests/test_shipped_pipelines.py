@@ -14,7 +14,7 @@ from shaping.errors import RunFailedError
 from shaping.config import Project
 from shaping.discovery import discover
 from tests.conftest import read_errors, read_jsonl, write_project
-from tests.servers import LoopbackServer
+from shaping.testing import LoopbackServer
 
 REPO = Path(__file__).resolve().parents[1]
 

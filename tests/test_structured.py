@@ -9,7 +9,7 @@ from shaping import run_pipeline
 from shaping.errors import RunFailedError
 from shaping.pipeline import Pipeline, TrainingSample, model_request
 from tests.conftest import read_errors, read_jsonl, write_project
-from tests.servers import LoopbackServer
+from shaping.testing import LoopbackServer
 
 
 class Verdict(BaseModel):

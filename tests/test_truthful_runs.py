@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.conftest import read_errors, read_jsonl, write_project
-from tests.servers import Fault, LoopbackServer
+from shaping.testing import Fault, LoopbackServer
 from tests.test_cli import isf
 from tests.test_http_providers import KEY, model_toml
 

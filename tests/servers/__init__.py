@@ -1,11 +1,2 @@
-"""Real HTTP servers on 127.0.0.1 that speak the OpenAI and Anthropic APIs, for tests and benches.
-
-    with LoopbackServer("openai", api_key="sk-test") as server:
-        server.fail_next(Fault(status=429, retry_after="1"))
-        ... point a model's base_url at server.base_url ...
-        server.received  # every request: time, path, headers, JSON body
-"""
-
-from tests.servers.loopback import Fault, LoopbackServer, Received
-
-__all__ = ["Fault", "LoopbackServer", "Received"]
+"""Servers only the tests use: a Hugging Face Hub stand-in (hub.py) and `transformers serve`
+(transformers_serve.py). The fault-injecting OpenAI/Anthropic servers are shaping.testing."""

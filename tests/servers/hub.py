@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from tests.servers.background import BackgroundServer
+from shaping.testing.background import BackgroundServer
 
 
 @dataclass

@@ -34,7 +34,7 @@ from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, web
 
-from tests.servers.background import BackgroundServer
+from shaping.testing.background import BackgroundServer
 
 SERVING_MODULES = ("torch", "transformers", "fastapi", "uvicorn", "starlette", "openai", "accelerate")
 

@@ -34,9 +34,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from aiohttp import web
+try:
+    from aiohttp import web
+except ImportError as exc:
+    raise ImportError("shaping.testing's servers need aiohttp: pip install 'shaping[testing]'") from exc
 
-from tests.servers.background import BackgroundServer
+from shaping.testing.background import BackgroundServer
 
 Match = Callable[[str, str, dict], bool]  # (api, custom_id, body) -> whether a rule applies
 
@@ -436,7 +439,7 @@ class BatchServer(BackgroundServer):
 
 
 def main() -> None:
-    """`python -m tests.servers.batch [port] [delay_s]`: serve until interrupted, printing both base URLs."""
+    """`python -m shaping.testing.batch [port] [delay_s]`: serve until interrupted, printing both base URLs."""
     import sys
 
     server = BatchServer(delay_s=float(sys.argv[2]) if len(sys.argv) > 2 else 0.0)

@@ -9,7 +9,7 @@ import asyncio
 import ssl
 from urllib.parse import urlsplit
 
-from tests.servers.background import BackgroundServer
+from shaping.testing.background import BackgroundServer
 
 
 class ForwardProxy(BackgroundServer):

@@ -9,7 +9,7 @@ import json
 import os
 import socket
 
-from tests.servers.background import BackgroundServer
+from shaping.testing.background import BackgroundServer
 
 
 class H2Server(BackgroundServer):

@@ -17,9 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from aiohttp import web
+try:
+    from aiohttp import web
+except ImportError as exc:
+    raise ImportError("shaping.testing's servers need aiohttp: pip install 'shaping[testing]'") from exc
 
-from tests.servers.background import BackgroundServer
+from shaping.testing.background import BackgroundServer
 
 
 @dataclass
@@ -196,7 +199,7 @@ class LoopbackServer(BackgroundServer):
 
 
 def main() -> None:
-    """`python -c "from tests.servers.loopback import main; main()" [openai|anthropic] [port] [latency_s]`:
+    """`python -c "from shaping.testing.loopback import main; main()" [openai|anthropic] [port] [latency_s]`:
     serve until interrupted, printing the base URL first."""
     import sys
 
