@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from shaping.error_types import ErrorType
+
 
 def conversation(examples: list[dict[str, str]], prompt: str, system: str | None) -> list[dict[str, str]]:
     """`[system] + example turns + the user prompt`, ready for `model_request`."""
@@ -355,7 +357,7 @@ class FeedbackDep(Dependency):
     """
 
     def __init__(self, examples: int = 3, failures: int = 0, progressive: bool = False, start: int = 0,
-                 retry_on: Any = ("validation_error",)) -> None:
+                 retry_on: Any = (ErrorType.VALIDATION,)) -> None:
         for label, value in (("examples", examples), ("failures", failures), ("start", start)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise TypeError(f"feedback: {label} must be a non-negative integer, got {value!r}")

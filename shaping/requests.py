@@ -12,7 +12,6 @@ Fields left unset are not written.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import (
@@ -20,21 +19,11 @@ from pydantic import (
     model_validator,
 )
 
+from shaping.error_types import OUTCOMES, ErrorType
 from shaping.errors import PipelineError
 
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "refusal"]
-
-
-class Outcome(StrEnum):
-    """What an answer that came back may be besides a usable one. `get_text()` and
-    `as_message()` raise `PipelineError` with one of these as its type unless the request
-    allowed it (`model_request(..., allow={"truncated"})`)."""
-
-    REFUSAL = "refusal"
-    CONTENT_FILTER = "content_filter"
-    TRUNCATED = "truncated"
-    EMPTY = "empty"
 
 
 class _Strict(BaseModel):
@@ -146,7 +135,7 @@ class ModelRequest(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     response_model: Any = Field(default=None, exclude=True)
     max_repairs: int = Field(default=2, ge=0)
-    allow: frozenset[Outcome] = frozenset()
+    allow: frozenset[ErrorType] = frozenset()
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -203,23 +192,23 @@ class ModelResponse(BaseModel):
     #: with `response_model`: the validated object (or decoded JSON for a schema dict)
     parsed: Any = Field(default=None, exclude=True)
     #: the outcomes the request allowed (set by the dispatcher; never stored)
-    allow: frozenset[Outcome] = Field(default=frozenset(), exclude=True)
+    allow: frozenset[ErrorType] = Field(default=frozenset(), exclude=True)
 
     @property
     def is_success(self) -> bool:
         return self.error is None
 
     @property
-    def outcome(self) -> Outcome | None:
+    def outcome(self) -> ErrorType | None:
         """Why this answer is not a usable assistant turn as it stands, or None."""
         if self.refusal is not None or self.finish_reason == "refusal":
-            return Outcome.REFUSAL
+            return ErrorType.REFUSAL
         if self.finish_reason == "content_filter":
-            return Outcome.CONTENT_FILTER
+            return ErrorType.CONTENT_FILTER
         if self.finish_reason == "length":
-            return Outcome.TRUNCATED
+            return ErrorType.TRUNCATED
         if not (self.text or "").strip() and not self.tool_calls:
-            return Outcome.EMPTY
+            return ErrorType.EMPTY
         return None
 
     def check(self) -> "ModelResponse":
@@ -266,13 +255,13 @@ class ModelResponse(BaseModel):
 
 
 _OUTCOME_TEXT = {
-    Outcome.REFUSAL: lambda r, who: f"{who} refused: {(r.refusal or r.text or '').strip()[:200]!r}",
-    Outcome.CONTENT_FILTER: lambda r, who: f"{who}'s answer was stopped by the provider's content filter",
-    Outcome.TRUNCATED: lambda r, who: (
+    ErrorType.REFUSAL: lambda r, who: f"{who} refused: {(r.refusal or r.text or '').strip()[:200]!r}",
+    ErrorType.CONTENT_FILTER: lambda r, who: f"{who}'s answer was stopped by the provider's content filter",
+    ErrorType.TRUNCATED: lambda r, who: (
         f"{who}'s answer was cut off at the token limit ({r.usage.completion_tokens} tokens"
         f"{', all reasoning' if (r.reasoning or r.usage.reasoning_tokens) and not (r.text or '').strip() else ''}"
         f"); raise max_tokens"),
-    Outcome.EMPTY: lambda r, who: f"{who} answered with no text and no tool calls",
+    ErrorType.EMPTY: lambda r, who: f"{who} answered with no text and no tool calls",
 }
 
 #: params that ask for a streamed answer: shaping reads whole answers
@@ -329,13 +318,16 @@ def model_name_of(model: Any) -> str:
     )
 
 
-def _as_outcomes(allow: Any) -> frozenset[Outcome]:
+def _as_outcomes(allow: Any) -> frozenset[ErrorType]:
     if isinstance(allow, str):
         allow = {allow}
     try:
-        return frozenset(Outcome(a) for a in allow or ())
+        outcomes = frozenset(ErrorType(a) for a in allow or ())
+        if not outcomes <= OUTCOMES:
+            raise ValueError
+        return outcomes
     except ValueError:
-        raise ValueError(f"model_request: allow: expected some of {', '.join(o.value for o in Outcome)}, "
+        raise ValueError(f"model_request: allow: expected some of {', '.join(sorted(OUTCOMES))}, "
                          f"got {sorted(map(str, allow))}") from None
 
 

@@ -24,6 +24,7 @@ from shaping.dispatch import Dispatcher, RunStats
 from shaping.dispatch.cache import RequestCache
 from shaping.deps import BoundKShot
 from shaping.dispatch.driver import describe, now
+from shaping.error_types import AUTH_ERRORS
 from shaping.errors import DependencyError, PipelineError, RunFailedError, ShapingError, TaskContractError
 from shaping.gitinfo import git_state
 from shaping.history import RunHistory
@@ -364,8 +365,6 @@ def _kept(project: Any, paths: OutputPaths) -> str:
     return "no output was written"
 
 
-#: error types that fail a run outright: every later request would fail the same way
-AUTH_ERRORS = ("auth_error", "permission_error")
 #: a run fails when more of its records than this failed, unless the pipeline's
 #: `quality = {"max_error_rate": ...}` says otherwise
 DEFAULT_MAX_ERROR_RATE = 0.5

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.abc import TaskGroup
 
+from shaping.error_types import ErrorType
 from shaping.dispatch.batch_store import SUBMITTING, BatchStore
 from shaping.dispatch.cache import RequestCache, request_text, text_row
 from shaping.dispatch.channel import cost_of
@@ -311,12 +312,12 @@ class BatchChannel:
             try:
                 item.line = self.api.batch_item(item.key, item.llm)
             except UnsupportedRequest as exc:  # never sent: the same request would fail every time
-                self._deliver(item, ModelResponse.failure("unsupported_request", f"model '{self.name}': {exc}",
+                self._deliver(item, ModelResponse.failure(ErrorType.UNSUPPORTED, f"model '{self.name}': {exc}",
                                                           model=self.config.model))
                 return
             if len(item.line) + 1 > self._max_bytes:
                 self._deliver(item, ModelResponse.failure(
-                    "bad_request", f"model '{self.name}': the request is {len(item.line):,} bytes, more than one "
+                    ErrorType.BAD_REQUEST, f"model '{self.name}': the request is {len(item.line):,} bytes, more than one "
                     f"batch may hold", model=self.config.model))
                 return
         size = len(item.line) + 1
@@ -347,7 +348,7 @@ class BatchChannel:
 
     def _retry_or_fail(self, item: _Item, batch: _Batch, response: ModelResponse) -> None:
         error = response.error
-        if error.type == "batch_cancelled" and batch.reattached:  # an earlier run's batch: ask again
+        if error.type == ErrorType.BATCH_CANCELLED and batch.reattached:  # an earlier run's batch: ask again
             item.attempts = max(0, item.attempts - 1)
             self._queue(item)
         elif error.retryable and item.attempts <= self.config.max_retries:
@@ -434,7 +435,7 @@ class BatchChannel:
             except BatchCallError as exc:
                 error = exc.error
             except Exception as exc:  # a provider bug: as the online channel does, no retry
-                error = ResponseError(type="provider_error", message=f"{type(exc).__name__}: {exc}")
+                error = ResponseError(type=ErrorType.PROVIDER, message=f"{type(exc).__name__}: {exc}")
             if not error.retryable or tries > self.config.max_retries:
                 if tries > 1:
                     error.message = f"{error.message} (gave up after {tries} attempts)"
@@ -480,10 +481,10 @@ class BatchChannel:
             except BatchCallError as exc:
                 error = exc.error
             except Exception as exc:
-                error = ResponseError(type="provider_error", message=f"{type(exc).__name__}: {exc}", retryable=True)
+                error = ResponseError(type=ErrorType.PROVIDER, message=f"{type(exc).__name__}: {exc}", retryable=True)
             if error.status_code == 404:
                 return BatchState(id=batch.id, status="not found", ended=True, error=ResponseError(
-                    type="batch_missing", retryable=True,
+                    type=ErrorType.BATCH_MISSING, retryable=True,
                     message=f"batch {batch.id} is not known to the provider: {error.message}"))
             if not error.retryable:  # 401, 403: no poll will change it; the batch stays open for a later run
                 return BatchState(id=batch.id, status="unreadable", ended=True, error=error)
@@ -529,10 +530,10 @@ class BatchChannel:
             if failure is not None:
                 response = ModelResponse(model=self.config.model, error=failure.model_copy())
             elif state.cancelled:
-                response = item_error("batch_cancelled", f"batch {batch.id} was cancelled before this request ran",
+                response = item_error(ErrorType.BATCH_CANCELLED, f"batch {batch.id} was cancelled before this request ran",
                                       retryable=False)
             else:
-                response = item_error("batch_missing", f"batch {batch.id}: no result for this request",
+                response = item_error(ErrorType.BATCH_MISSING, f"batch {batch.id}: no result for this request",
                                       retryable=True)
             self._retry_or_fail(item, batch, response)
         if state.status != "unreadable":

@@ -15,8 +15,9 @@ import time
 import anyio
 from anyio.abc import TaskGroup
 
+from shaping.error_types import ErrorType
 from shaping.dispatch.limits import RateLimits
-from shaping.dispatch.retry import RetryableFailure, retrying
+from shaping.dispatch.retry import retrying
 from shaping.dispatch.stats import RunStats
 from shaping.manifest import model_state
 from shaping.providers.base import Provider
@@ -107,27 +108,28 @@ class ModelChannel:
 
     async def _retry(self, requests: list[LLMRequest], first: list[ModelResponse]) -> list[ModelResponse]:
         """Try again the requests whose answer was a retryable failure, until they succeed or
-        `max_retries` is spent. tenacity's first attempt is the call already made, so its waits
-        and its stop count hold as configured."""
+        `max_retries` is spent. tenacity decides on the answers (retry while some still fail
+        retryably) and counts the attempts; its first attempt is the call already made, so its
+        waits and its stop count hold as configured."""
         results = list(first)
-        todo = [i for i, r in enumerate(results) if _retryable(r)]
-        attempts = 0
-        try:
-            async for attempt in retrying(self.provider.config):
-                with attempt:
-                    attempts += 1
-                    if attempts > 1:
-                        for i, response in zip(todo, await self._call([requests[i] for i in todo])):
-                            response.attempts = attempts
-                            results[i] = response
-                        todo = [i for i in todo if _retryable(results[i])]
-                    if todo:
-                        waits = [results[i].error.retry_after for i in todo]
-                        raise RetryableFailure(max((w for w in waits if w is not None), default=None))
-        except RetryableFailure:
-            for i in todo:
-                error = results[i].error
-                error.message = f"{error.message} (gave up after {attempts} attempts)"
+        policy = retrying(self.provider.config)
+        made = False
+
+        async def attempt() -> list[ModelResponse]:
+            nonlocal made
+            todo = [i for i, r in enumerate(results) if _retryable(r)]
+            if made:
+                number = policy.statistics["attempt_number"]
+                for i, response in zip(todo, await self._call([requests[i] for i in todo])):
+                    response.attempts = number
+                    results[i] = response
+            made = True
+            return [results[i] for i in todo if _retryable(results[i])]
+
+        still = await policy(attempt)
+        for response in still:
+            response.error.message = (f"{response.error.message} "
+                                      f"(gave up after {policy.statistics['attempt_number']} attempts)")
         return results
 
     def _price(self, responses: list[ModelResponse]) -> None:
@@ -156,7 +158,7 @@ class ModelChannel:
         except Exception as exc:  # a provider bug or an unexpected library error
             message = f"{type(exc).__name__}: {exc}"
             return [
-                ModelResponse(model=model, error=ResponseError(type="provider_error", message=message))
+                ModelResponse(model=model, error=ResponseError(type=ErrorType.PROVIDER, message=message))
                 for _ in requests
             ]
         latency = time.perf_counter() - started

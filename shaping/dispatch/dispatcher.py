@@ -18,6 +18,7 @@ import anyio
 import pydantic_core
 from anyio.abc import TaskGroup
 
+from shaping.error_types import ErrorType
 from shaping.config import Project
 from shaping.dispatch.batch import BATCH_RECORDS, Activity, BatchChannel
 from shaping.dispatch.batch_store import BatchStore
@@ -236,7 +237,7 @@ class Dispatcher:
                 break
             if repair == request.max_repairs:
                 response.error = ResponseError(
-                    type="validation_error",
+                    type=ErrorType.VALIDATION,
                     message=f"no valid JSON after {repair + 1} attempt(s) ({request.max_repairs} repairs): {problem}")
                 break
             current = current.model_copy(update={"messages": [
@@ -257,7 +258,7 @@ class Dispatcher:
         try:
             params = channel.provider.prepare_params(params)
         except UnsupportedRequest as exc:  # never sent: the same request would fail every time
-            response = ModelResponse.failure("unsupported_request", f"model '{request.model}': {exc}",
+            response = ModelResponse.failure(ErrorType.UNSUPPORTED, f"model '{request.model}': {exc}",
                                              model=channel.provider.config.model)
             self.stats.record_response(request.model, response)
             return params, response

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
+from shaping.error_types import ErrorType
 from shaping.errors import PipelineError, ShapingError, TaskContractError
 from shaping.requests import ModelRequest, ModelResponse
 from shaping.samples import Step, TrainingSample
@@ -100,7 +101,7 @@ async def drive(task: Callable[[Any], Any], record: Any, record_id: str, answer:
             result = await _run_generator(result, task, record_id, answer, outcome.raw_steps)
         outcome.samples = _as_samples(result, task, record_id)
         if not outcome.samples:
-            outcome.error_type = "no_sample"
+            outcome.error_type = ErrorType.NO_SAMPLE
             outcome.message = (
                 f"{where(task, record_id)} returned {describe(result)}; return a TrainingSample, "
                 f"or raise PipelineError to drop a record on purpose"
@@ -112,7 +113,7 @@ async def drive(task: Callable[[Any], Any], record: Any, record_id: str, answer:
     except Exception as exc:
         if (fatal := find_fatal(exc)) is not None:
             raise fatal from None
-        outcome.error_type = "unexpected_error"
+        outcome.error_type = ErrorType.UNEXPECTED
         outcome.message = f"{type(exc).__name__}: {exc}"
         outcome.traceback = traceback.format_exc()
     outcome.completed_at = now()

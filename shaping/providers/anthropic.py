@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import orjson
 from pydantic import Field
 
+from shaping.error_types import ErrorType
 from shaping.providers.base import UnsupportedRequest
 from shaping.providers.batch import BatchAPI, BatchLimits, BatchState, item_error
 from shaping.providers.http import HTTPOptions, HTTPProvider
@@ -178,29 +179,29 @@ class AnthropicProvider(BatchAPI, HTTPProvider):
                 yield custom_id, self.read_answer(result.get("message"))
             elif kind == "errored":
                 error = ((result.get("error") or {}).get("error")) or {}
-                name, retryable, status = BATCH_ERRORS.get(error.get("type"), ("server_error", True, None))
+                name, retryable, status = BATCH_ERRORS.get(error.get("type"), (ErrorType.SERVER_ERROR, True, None))
                 yield custom_id, item_error(name, self.scrub(f"{error.get('type')}: {error.get('message')}"),
                                             retryable, status)
             elif kind == "canceled":
-                yield custom_id, item_error("batch_cancelled", "the batch was cancelled before this request ran",
+                yield custom_id, item_error(ErrorType.BATCH_CANCELLED, "the batch was cancelled before this request ran",
                                             retryable=False)
             else:  # expired: the batch ended (24 h) before this request ran
-                yield custom_id, item_error("batch_expired", f"{kind}: the batch ended before this request ran",
+                yield custom_id, item_error(ErrorType.BATCH_EXPIRED, f"{kind}: the batch ended before this request ran",
                                             retryable=True)
 
 
 #: an errored batch result's error type -> (our error type, retryable, the HTTP status it stands for)
 BATCH_ERRORS = {
-    "invalid_request_error": ("bad_request", False, 400),
-    "authentication_error": ("auth_error", False, 401),
+    "invalid_request_error": (ErrorType.BAD_REQUEST, False, 400),
+    "authentication_error": (ErrorType.AUTH, False, 401),
     "billing_error": ("billing_error", False, 402),
-    "permission_error": ("permission_error", False, 403),
-    "not_found_error": ("not_found", False, 404),
-    "request_too_large": ("bad_request", False, 413),
-    "rate_limit_error": ("rate_limited", True, 429),
-    "api_error": ("server_error", True, 500),
-    "timeout_error": ("timeout", True, 504),
-    "overloaded_error": ("server_error", True, 529),
+    "permission_error": (ErrorType.PERMISSION, False, 403),
+    "not_found_error": (ErrorType.NOT_FOUND, False, 404),
+    "request_too_large": (ErrorType.BAD_REQUEST, False, 413),
+    "rate_limit_error": (ErrorType.RATE_LIMITED, True, 429),
+    "api_error": (ErrorType.SERVER_ERROR, True, 500),
+    "timeout_error": (ErrorType.TIMEOUT, True, 504),
+    "overloaded_error": (ErrorType.SERVER_ERROR, True, 529),
 }
 
 

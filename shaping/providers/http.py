@@ -42,6 +42,7 @@ from pyreqwest.http import Url
 from pyreqwest.proxy import ProxyBuilder
 
 from shaping import __version__
+from shaping.error_types import ErrorType
 from shaping.errors import ConfigError
 from shaping.providers.base import Provider, UnsupportedRequest
 from shaping.providers.batch import BatchCallError
@@ -55,13 +56,14 @@ PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
 
 
 class TransportError(Exception):
-    """No usable HTTP answer: `kind` is timeout, connection_error, tls_error or bad_response."""
+    """No usable HTTP answer: `kind` is timeout, connection_error, tls_error or bad_response;
+    retryable as the kind is unless said."""
 
-    def __init__(self, kind: str, message: str, retryable: bool = True) -> None:
+    def __init__(self, kind: ErrorType, message: str, retryable: bool | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
-        self.retryable = retryable
+        self.retryable = kind.retryable if retryable is None else retryable
 
 
 class StatusError(Exception):
@@ -76,7 +78,7 @@ class ResponseTooLarge(TransportError):
     """The body was longer than `max_response_bytes`: not retried (it would be again)."""
 
     def __init__(self, where: str, limit: int) -> None:
-        super().__init__("bad_response", f"the response from {where} is larger than max_response_bytes="
+        super().__init__(ErrorType.BAD_RESPONSE, f"the response from {where} is larger than max_response_bytes="
                                          f"{limit:,} bytes", retryable=False)
 
 
@@ -218,35 +220,35 @@ class Client:
         where = self.where
         if isinstance(exc, rq.RequestTimeoutError):
             what = "could not connect to" if connecting else "no answer from"
-            return TransportError("timeout", f"{what} {where} within timeout_s={self.timeout_s:g}")
+            return TransportError(ErrorType.TIMEOUT, f"{what} {where} within timeout_s={self.timeout_s:g}")
         if any("certificate" in c for c in causes):
-            return TransportError("tls_error", f"{where}: certificate not trusted ({detail}); SSL_CERT_FILE can "
+            return TransportError(ErrorType.TLS, f"{where}: certificate not trusted ({detail}); SSL_CERT_FILE can "
                                                "name a CA bundle that holds it", retryable=False)
         if isinstance(exc, rq.BodyDecodeError):
-            return TransportError("connection_error", f"{where}: undecodable response body ({detail})")
+            return TransportError(ErrorType.CONNECTION, f"{where}: undecodable response body ({detail})")
         if isinstance(exc, rq.DecodeError):
-            return TransportError("connection_error", f"malformed HTTP response from {where} ({detail})")
+            return TransportError(ErrorType.CONNECTION, f"malformed HTTP response from {where} ({detail})")
         if any("proxy authorization required" in c for c in causes):  # 407 to CONNECT: retries cannot help
-            return TransportError("connection_error", f"could not connect to {where}: {detail} (the proxy URL "
+            return TransportError(ErrorType.CONNECTION, f"could not connect to {where}: {detail} (the proxy URL "
                                                       "holds the credentials: user:password@host)", retryable=False)
         if connecting:
-            return TransportError("connection_error", f"could not connect to {where}: {detail}")
+            return TransportError(ErrorType.CONNECTION, f"could not connect to {where}: {detail}")
         if isinstance(exc, rq.TransportError):  # reset, closed before or during the answer
-            return TransportError("connection_error", f"{where}: {detail}")
-        return TransportError("connection_error", f"{where}: {type(exc).__name__}: {detail}", retryable=False)
+            return TransportError(ErrorType.CONNECTION, f"{where}: {detail}")
+        return TransportError(ErrorType.CONNECTION, f"{where}: {type(exc).__name__}: {detail}", retryable=False)
 
 
-#: HTTP status -> (error type, retryable)
-STATUS_ERRORS: dict[int, tuple[str, bool]] = {
-    400: ("bad_request", False),
-    401: ("auth_error", False),
-    403: ("permission_error", False),
-    404: ("not_found", False),
-    408: ("timeout", True),
-    409: ("conflict", True),
-    413: ("bad_request", False),
-    422: ("bad_request", False),
-    429: ("rate_limited", True),
+#: HTTP status -> error type (whether a retry may help: the type's `retryable`)
+STATUS_ERRORS: dict[int, ErrorType] = {
+    400: ErrorType.BAD_REQUEST,
+    401: ErrorType.AUTH,
+    403: ErrorType.PERMISSION,
+    404: ErrorType.NOT_FOUND,
+    408: ErrorType.TIMEOUT,
+    409: ErrorType.CONFLICT,
+    413: ErrorType.BAD_REQUEST,
+    422: ErrorType.BAD_REQUEST,
+    429: ErrorType.RATE_LIMITED,
 }
 
 
@@ -379,7 +381,7 @@ class HTTPProvider(Provider):
         if "://" not in path:
             return self.base_url + path, path
         if urlsplit(path).netloc != urlsplit(self.base_url).netloc:
-            raise BatchCallError(self.failure("bad_response", f"the API pointed at {urlsplit(path).netloc}, "
+            raise BatchCallError(self.failure(ErrorType.BAD_RESPONSE, f"the API pointed at {urlsplit(path).netloc}, "
                                               f"not {urlsplit(self.base_url).netloc}: not followed (the key "
                                               f"would go there)").error)
         return path, urlsplit(path).path
@@ -399,7 +401,7 @@ class HTTPProvider(Provider):
         try:
             return orjson.loads(response.body)
         except ValueError:
-            raise BatchCallError(self.failure("bad_response", f"{method} {shown}: the answer is not JSON: "
+            raise BatchCallError(self.failure(ErrorType.BAD_RESPONSE, f"{method} {shown}: the answer is not JSON: "
                                               f"{_snippet(response.body)!r}", retryable=True).error) from None
 
     async def api_lines(self, path: str) -> AsyncIterator[bytes]:
@@ -439,7 +441,7 @@ class HTTPProvider(Provider):
         try:
             payload = orjson.dumps(self.body(request))
         except UnsupportedRequest as exc:  # nothing sent: the same request would fail every time
-            return self.failure("unsupported_request", f"model '{self.name}': {exc}")
+            return self.failure(ErrorType.UNSUPPORTED, f"model '{self.name}': {exc}")
         try:
             response = await self._clients[url].post(payload)
         except ResponseTooLarge as exc:
@@ -454,10 +456,10 @@ class HTTPProvider(Provider):
             data = orjson.loads(body)
         except ValueError:
             if body.lstrip().startswith((b"data:", b"event:")):  # the server streamed anyway: it would again
-                return self.failure("bad_response", f"the server answered with a stream (server-sent events), "
+                return self.failure(ErrorType.BAD_RESPONSE, f"the server answered with a stream (server-sent events), "
                                     f"not one JSON body: {_snippet(body)!r}")
             # cut short or garbled on the way: another try may get it whole
-            return self.failure("bad_response", f"response body is not JSON: {_snippet(body)!r}", retryable=True)
+            return self.failure(ErrorType.BAD_RESPONSE, f"response body is not JSON: {_snippet(body)!r}", retryable=True)
         return self.read_answer(data, body)
 
     def read_answer(self, data: Any, body: bytes | None = None) -> ModelResponse:
@@ -468,14 +470,15 @@ class HTTPProvider(Provider):
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             if body is None:
                 body = orjson.dumps(data)
-            return self.failure("bad_response", f"unexpected response shape ({type(exc).__name__}: "
+            return self.failure(ErrorType.BAD_RESPONSE, f"unexpected response shape ({type(exc).__name__}: "
                                 f"{str(exc)[:80]}): {_snippet(body)!r}")
         result.model = result.model or self.config.model
         return result
 
     def http_failure(self, status: int, body: bytes, headers: Mapping[str, str], reason: str | None,
                      base_url: str, path: str | None = None) -> ModelResponse:
-        kind, retryable = STATUS_ERRORS.get(status, ("server_error", True) if status >= 500 else ("client_error", False))
+        kind = STATUS_ERRORS.get(status, ErrorType.SERVER_ERROR if status >= 500 else ErrorType.CLIENT_ERROR)
+        retryable = kind.retryable
         detail = server_message(body, reason)
         if status < 400:  # the API moved: requests are not followed elsewhere with the key on them
             detail = f"redirected to {headers.get('location', '?')}; set base_url to where it points"

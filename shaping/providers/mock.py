@@ -31,6 +31,7 @@ import anyio
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from shaping.error_types import ErrorType
 from shaping.providers.base import Provider
 from shaping.providers.batch import BatchAPI, BatchCallError, BatchLimits, BatchState, item_error
 from shaping.providers.mock_json import schema_instance
@@ -136,7 +137,7 @@ class MockProvider(BatchAPI, Provider):
     def _known(self, batch_id: str) -> _MockBatch:
         batch = self._batches.get(batch_id)
         if batch is None:
-            raise BatchCallError(ResponseError(type="not_found", status_code=404, message=(
+            raise BatchCallError(ResponseError(type=ErrorType.NOT_FOUND, status_code=404, message=(
                 f"mock batch {batch_id} is unknown to this process (a mock batch lives as long as the run that "
                 f"submitted it)")))
         return batch
@@ -162,7 +163,7 @@ class MockProvider(BatchAPI, Provider):
         batch = self._known(state.id)
         for custom_id, request in batch.requests:
             if batch.cancelled:
-                yield custom_id, item_error("batch_cancelled", "the batch was cancelled before this request ran",
+                yield custom_id, item_error(ErrorType.BATCH_CANCELLED, "the batch was cancelled before this request ran",
                                             retryable=False)
             else:
                 yield custom_id, self._answer(request)
@@ -181,7 +182,7 @@ class MockProvider(BatchAPI, Provider):
         if trigger and trigger in last_user:
             return ModelResponse(
                 model=model,
-                error=ResponseError(type="mock_error", message=f"mock failure: prompt contains {trigger!r}"),
+                error=ResponseError(type=ErrorType.MOCK, message=f"mock failure: prompt contains {trigger!r}"),
                 usage=Usage(prompt_tokens=prompt_tokens),
             )
         refuse = self.options.refuse_when_contains

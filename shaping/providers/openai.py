@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 from pydantic import Field
 
+from shaping.error_types import ErrorType
 from shaping.providers.base import UnsupportedRequest
 from shaping.providers.batch import BatchAPI, BatchLimits, BatchState, item_error
 from shaping.providers.http import HTTPOptions, HTTPProvider
@@ -92,7 +93,7 @@ class OpenAIProvider(BatchAPI, HTTPProvider):
                       for c in calls]
         finish = choice.get("finish_reason")
         if finish is not None and finish not in FINISH_REASONS:  # "error" (OpenRouter), "abort" (vLLM)...
-            return self.failure("incomplete_response", f"the answer ended with finish_reason {finish!r}, "
+            return self.failure(ErrorType.INCOMPLETE, f"the answer ended with finish_reason {finish!r}, "
                                 f"not a finished answer", retryable=True)
         return ModelResponse(
             text=text,
@@ -148,7 +149,7 @@ class OpenAIProvider(BatchAPI, HTTPProvider):
                                 for e in errors[:3]) or "the batch failed"
             # the organisation's queue of batch tokens was full: it empties as batches end
             retryable = any(e.get("code") == "token_limit_exceeded" for e in errors)
-            error = ResponseError(type="batch_failed", message=self.scrub(f"batch {data['id']} failed: {message}"),
+            error = ResponseError(type=ErrorType.BATCH_FAILED, message=self.scrub(f"batch {data['id']} failed: {message}"),
                                   retryable=retryable)
         return BatchState(
             id=data["id"], status=status, ended=status in ("completed", "failed", "expired", "cancelled"),
@@ -177,9 +178,9 @@ class OpenAIProvider(BatchAPI, HTTPProvider):
             code = (error or {}).get("code") or "batch_error"
             message = self.scrub(f"{code}: {(error or {}).get('message') or 'no response in the batch output'}")
             if code == "batch_expired":
-                return item_error("batch_expired", message, retryable=True)
+                return item_error(ErrorType.BATCH_EXPIRED, message, retryable=True)
             if code == "batch_cancelled":
-                return item_error("batch_cancelled", message, retryable=False)
+                return item_error(ErrorType.BATCH_CANCELLED, message, retryable=False)
             return item_error("batch_error", message, retryable=True)
         status = int(response.get("status_code") or 0)
         body = response.get("body")

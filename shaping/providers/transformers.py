@@ -48,6 +48,7 @@ from typing import Any
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
+from shaping.error_types import ErrorType
 from shaping.errors import ConfigError
 from shaping.providers.base import Provider, UnsupportedRequest
 from shaping.requests import FunctionCall, ImagePart, LLMMessage, LLMRequest, ModelResponse, ToolCall, Usage
@@ -399,7 +400,7 @@ class TransformersProvider(Provider):
             try:
                 prompt = self.render(request)
             except UnsupportedRequest as exc:
-                responses[i] = ModelResponse.failure("unsupported_request", f"model '{self.name}': {exc}",
+                responses[i] = ModelResponse.failure(ErrorType.UNSUPPORTED, f"model '{self.name}': {exc}",
                                                      model=self.config.model)
                 continue
             groups.setdefault(json.dumps(self._settings(request.params), sort_keys=True), []).append((i, prompt))
