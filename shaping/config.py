@@ -114,11 +114,11 @@ class Project:
     def model(self, name: str) -> ModelConfig:
         try:
             return self.config.models[name]
-        except KeyError:
+        except KeyError as exc:
             known = ", ".join(sorted(self.config.models)) or "none"
             raise ConfigError(
                 f"{self.root / CONFIG_FILE}: unknown model '{name}' (known models: {known})"
-            ) from None
+            ) from exc
 
     def relative(self, path: Path) -> str:
         try:
@@ -131,14 +131,14 @@ class Project:
         path = root / CONFIG_FILE
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: not found") from None
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{path}: not found") from exc
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
         try:
             config = ProjectConfig.model_validate(raw)
         except ValidationError as exc:
-            raise ConfigError(describe_validation_error(exc, str(path))) from None
+            raise ConfigError(describe_validation_error(exc, str(path))) from exc
         return cls(root.resolve(), config)
 
     @classmethod

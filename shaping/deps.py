@@ -189,7 +189,7 @@ class BoundDataset:
                 self._revision = resolve_revision(self.source, self.dep.revision, self.project.cache_dir,
                                                   create_memo=True)
             except DatasetProblem as exc:
-                raise self._error(exc) from None
+                raise self._error(exc) from exc
         return self._revision
 
     def open(self) -> Any:
@@ -204,7 +204,7 @@ class BoundDataset:
                                           streaming=self.dep.streaming, data_files=self.dep.data_files,
                                           columns=self.dep.columns)
             except DatasetProblem as exc:
-                raise self._error(exc) from None
+                raise self._error(exc) from exc
         return self._data
 
     def check(self) -> None:
@@ -229,11 +229,11 @@ class BoundDataset:
             except StopIteration:
                 return
             except DatasetProblem as exc:
-                raise self._error(exc) from None
+                raise self._error(exc) from exc
             except Exception as exc:  # noqa: BLE001 - a read failing half way (network, a bad file)
                 from shaping.datasets.source import _first_line
 
-                raise self._error(f"failed while reading: {type(exc).__name__}: {_first_line(exc)}") from None
+                raise self._error(f"failed while reading: {type(exc).__name__}: {_first_line(exc)}") from exc
             if count:
                 self.rows_read += 1
             yield row
@@ -316,7 +316,7 @@ class BoundKShot(BoundFile):
             try:
                 self._pairs = config.pairs(self.count)
             except KShotError as exc:
-                raise KShotError(f"{self.relpath}: {exc}") from None
+                raise KShotError(f"{self.relpath}: {exc}") from exc
             self._loaded = config
         return self._loaded
 

@@ -47,7 +47,7 @@ def load_file(path: Path, project: Project) -> list[type[Pipeline]]:
         del sys.modules[module_name]
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
-        raise _import_failure(path, project, exc) from None
+        raise _import_failure(path, project, exc) from exc
     return [
         obj for obj in vars(module).values()
         if isinstance(obj, type) and issubclass(obj, Pipeline) and obj.__module__ == module_name
@@ -98,8 +98,8 @@ def find_pipeline(project: Project, name: str, entries: Pipelines | None = None)
     entries = discover(project) if entries is None else entries
     try:
         return entries[name]
-    except KeyError:
+    except KeyError as exc:
         known = ", ".join(sorted(entries)) or f"none in {project.relative(project.pipelines_dir)}/"
         broken = getattr(entries, "broken", {})
         also = f"; broken, so not searched: {'; '.join(map(str, broken.values()))}" if broken else ""
-        raise ShapingError(f"unknown pipeline '{name}' (known pipelines: {known}){also}") from None
+        raise ShapingError(f"unknown pipeline '{name}' (known pipelines: {known}){also}") from exc

@@ -83,7 +83,7 @@ def read_samples(path: Path, skipped: Counter) -> Iterator[dict[str, Any]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ShapingError(f"{path}: line {number}: invalid JSON ({exc.msg})") from None
+                raise ShapingError(f"{path}: line {number}: invalid JSON ({exc.msg})") from exc
             if isinstance(row, dict) and "__ERROR__" in row:
                 skipped["error records (never exported)"] += 1
                 continue
@@ -169,8 +169,8 @@ def _function_call(message: dict[str, Any]) -> str:
         function = call.get("function") if isinstance(call.get("function"), dict) else {}
         try:
             arguments = json.loads(function.get("arguments") or "{}")
-        except (TypeError, json.JSONDecodeError):
-            raise Skip("tool call arguments that are not JSON") from None
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise Skip("tool call arguments that are not JSON") from exc
         calls.append({"name": function.get("name"), "arguments": arguments})
     value = json.dumps(calls[0] if len(calls) == 1 else calls, ensure_ascii=False)
     text = _text(message, "sharegpt")

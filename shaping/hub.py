@@ -87,7 +87,7 @@ def check_push(repo_id: str) -> None:
     try:
         validate_repo_id(repo_id)
     except HFValidationError as exc:
-        raise ShapingError(f"--push-to-hub {repo_id}: {str(exc).strip().splitlines()[0]}") from None
+        raise ShapingError(f"--push-to-hub {repo_id}: {str(exc).strip().splitlines()[0]}") from exc
     if get_token() is None:
         raise ShapingError("--push-to-hub needs a Hugging Face token: set HF_TOKEN (or run `hf auth login`)")
 
@@ -112,5 +112,5 @@ def push(result: ExportResult, card: str, repo_id: str, private: bool, name: str
                           commit_message=f"isf pipeline export {name} --format {result.fmt}")
     except Exception as exc:  # noqa: BLE001 - HTTP, network, offline mode, a repo id it refuses: one line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ShapingError(f"push to {repo_id} failed: {first}") from None
+        raise ShapingError(f"push to {repo_id} failed: {first}") from exc
     return str(url)

@@ -119,7 +119,7 @@ def _validate(data: Any, path: Path | str) -> KShotSource:
     try:
         source = KShotSource.model_validate(data)
     except ValidationError as exc:
-        raise KShotError(describe_validation_error(exc, str(path))) from None
+        raise KShotError(describe_validation_error(exc, str(path))) from exc
     source.path = str(path)
     return source
 
@@ -127,10 +127,10 @@ def _validate(data: Any, path: Path | str) -> KShotSource:
 def _read(path: Path, shown: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise KShotError(f"{shown}: k-shot file not found") from None
+    except FileNotFoundError as exc:
+        raise KShotError(f"{shown}: k-shot file not found") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise KShotError(f"{shown}: cannot read k-shot file: {exc}") from None
+        raise KShotError(f"{shown}: cannot read k-shot file: {exc}") from exc
 
 
 def load_json(path: Path | str, shown: str | None = None) -> KShotSource:
@@ -141,7 +141,7 @@ def load_json(path: Path | str, shown: str | None = None) -> KShotSource:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise KShotError(f"{shown}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        raise KShotError(f"{shown}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
     return _validate(data, shown)
 
 

@@ -28,11 +28,11 @@ class RunLock:
         lock = FileLock(str(self.path))
         try:
             lock.acquire(timeout=0)
-        except Timeout:
+        except Timeout as exc:
             raise ShapingError(
                 f"pipeline '{self.name}' is already running ({self._holder()}); wait for it to finish "
                 f"(lock: {self.path})"
-            ) from None
+            ) from exc
         self._lock = lock
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         try:

@@ -263,5 +263,5 @@ def read_manifest(path: Path) -> Manifest:
     try:
         return Manifest.model_validate_json(path.read_bytes())
     except ValidationError as exc:
-        raise ValueError(describe_validation_error(exc, path.name)) from None
+        raise ValueError(describe_validation_error(exc, path.name)) from exc
 

@@ -52,7 +52,7 @@ def output_paths(project: Any, name: str, output: Path | None) -> OutputPaths:
         try:
             samples.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise OutputError(f"cannot create output folder {samples.parent}: {exc.strerror}") from None
+            raise OutputError(f"cannot create output folder {samples.parent}: {exc.strerror}") from exc
     else:
         samples = Path(output).expanduser().resolve()
         if samples.is_dir():

@@ -92,7 +92,7 @@ class Param:
             if _constraint(exc) and not isinstance(value, (dict, list, tuple)):
                 raise ParamError(f"{where}: {short_repr(value, 60)} {_bound(exc)}") from None
             raise ParamError(f"{where}: expected {expectation(self.type)}, got {short_repr(value, 60)}"
-                             f"{_detail(exc) if isinstance(value, (dict, list, tuple)) else ''}") from None
+                             f"{_detail(exc) if isinstance(value, (dict, list, tuple)) else ''}") from exc
 
     def parse(self, raw: str) -> Any:
         """The value of `--set NAME=raw`, by the parameter's type; ParamError says what it expected."""
@@ -331,7 +331,7 @@ def declared_params(cls: type, base: type) -> dict[str, Param]:
                 except ValidationError as exc:
                     raise PipelineDefinitionError(
                         f"{where}: parameter {attr}: its default {short_repr(value)} is not "
-                        f"{expectation(kind)}{_detail(exc)}") from None
+                        f"{expectation(kind)}{_detail(exc)}") from exc
             elif annotation is inspect.Parameter.empty:
                 if type(value) not in SIMPLE:
                     found.pop(attr, None)  # a method or dependency hides a base's parameter
@@ -347,13 +347,13 @@ def declared_params(cls: type, base: type) -> dict[str, Param]:
                 except Exception as exc:  # noqa: BLE001 - any failure is the annotation's
                     raise PipelineDefinitionError(
                         f"{where}: parameter {attr}: cannot read its annotation {annotation!r} "
-                        f"({type(exc).__name__}: {exc})") from None
+                        f"({type(exc).__name__}: {exc})") from exc
                 try:
                     adapter.validate_python(value)
                 except ValidationError as exc:
                     raise PipelineDefinitionError(
                         f"{where}: parameter {attr}: its default {short_repr(value)} is not "
-                        f"{expectation(kind)}{_detail(exc)}") from None
+                        f"{expectation(kind)}{_detail(exc)}") from exc
             found[attr] = Param(attr, kind, value, klass.__qualname__)
     return found
 

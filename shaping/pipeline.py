@@ -110,7 +110,7 @@ class Pipeline:
             try:
                 DedupeSettings.parse(cls.dedupe)
             except ValueError as exc:
-                raise PipelineDefinitionError(f"{where}: dedupe: {exc}") from None
+                raise PipelineDefinitionError(f"{where}: dedupe: {exc}") from exc
         cap = cls.max_cost_usd
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or not cap > 0):
             raise PipelineDefinitionError(f"{where}: max_cost_usd must be a positive number of US dollars, "
@@ -215,7 +215,7 @@ class Pipeline:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise DependencyError(f"pipeline '{self.name}': {what}: cannot read {relpath}: {exc}") from None
+            raise DependencyError(f"pipeline '{self.name}': {what}: cannot read {relpath}: {exc}") from exc
         self._files_read[str(relpath)] = file_state(path, self.project.root)
         return text
 

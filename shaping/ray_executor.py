@@ -44,8 +44,8 @@ from shaping.spool import SampleSpool
 def import_ray() -> Any:
     try:
         import ray
-    except ImportError:
-        raise ShapingError("--executor ray needs Ray: pip install 'shaping[ray]'") from None
+    except ImportError as exc:
+        raise ShapingError("--executor ray needs Ray: pip install 'shaping[ray]'") from exc
     return ray
 
 

@@ -326,9 +326,9 @@ def _as_outcomes(allow: Any) -> frozenset[ErrorType]:
         if not outcomes <= OUTCOMES:
             raise ValueError
         return outcomes
-    except ValueError:
+    except ValueError as exc:
         raise ValueError(f"model_request: allow: expected some of {', '.join(sorted(OUTCOMES))}, "
-                         f"got {sorted(map(str, allow))}") from None
+                         f"got {sorted(map(str, allow))}") from exc
 
 
 def model_request(

@@ -76,7 +76,7 @@ def dependency_order(project: Project, entries: dict[str, PipelineEntry]) -> lis
     try:
         return list(TopologicalSorter(graph).static_order())
     except CycleError as exc:
-        raise ShapingError(f"pipelines depend on each other in a cycle: {' -> '.join(exc.args[1])}") from None
+        raise ShapingError(f"pipelines depend on each other in a cycle: {' -> '.join(exc.args[1])}") from exc
 
 
 def pipeline_status(entry: PipelineEntry, project: Project, upstream: dict[str, Status]) -> Status:

@@ -190,3 +190,15 @@ def test_the_shipped_example_pipeline_runs(tmp_path):
     samples = read_jsonl(out)
     assert len(samples) == 8 and all(len(s["steps"]) == 4 for s in samples)
     assert samples[0]["messages"][0]["role"] == "system"
+
+
+def test_debug_shows_the_chain_of_causes_and_still_ends_on_the_one_line(proj):
+    (proj / "shaping.toml").write_text("[models.judge]\nprovider = 'mock'\nmodel = ")  # invalid TOML
+    plain = isf(proj, "pipeline", "list")
+    assert plain.returncode == 1 and len(plain.stderr.strip().splitlines()) == 1
+    assert plain.stderr.startswith("error: ") and "invalid TOML" in plain.stderr
+    debug = isf(proj, "--debug", "pipeline", "list")
+    lines = debug.stderr.strip().splitlines()
+    assert debug.returncode == 1 and lines[-1] == plain.stderr.strip()
+    assert "TOMLDecodeError" in debug.stderr and "The above exception was the direct cause" in debug.stderr
+    assert "Traceback (most recent call last)" in debug.stderr

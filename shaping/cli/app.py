@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +25,34 @@ def fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
+def debugging() -> bool:
+    """`isf --debug ...` (or SHAPING_DEBUG=1, for `python pipelines/x.py`): errors come with
+    their whole chain of causes, not only their one line."""
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx is not None else None
+    return bool((root.obj or {}).get("debug") if root is not None and isinstance(root.obj, dict) else False) \
+        or os.environ.get("SHAPING_DEBUG", "") not in ("", "0")
+
+
+def show_chain(exc: BaseException) -> None:
+    err.print("".join(traceback.format_exception(exc)).rstrip(), markup=False, highlight=False, soft_wrap=True)
+
+
 def user_errors(fn: Any) -> Any:
-    """Turn the errors users cause into one line and a non-zero exit."""
+    """Turn the errors users cause into one line and a non-zero exit (with --debug, after the
+    traceback and the causes that led to it)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except ShapingError as exc:
+            if debugging():
+                show_chain(exc)
             fail(str(exc))
         except PipelineError as exc:
+            if debugging():
+                show_chain(exc)
             fail(f"run() failed: {exc.error_type}: {exc.message}")
         except KeyboardInterrupt:
             fail("interrupted: no output file was changed; answered requests are cached, "
@@ -85,11 +105,13 @@ class LazyGroup(click.Group):
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--project", type=click.Path(file_okay=False, path_type=Path),
               help="Project folder (default: the nearest folder upward holding shaping.toml).")
+@click.option("--debug", is_flag=True,
+              help="On an error, show its traceback and every cause before its one line (also SHAPING_DEBUG=1).")
 @click.version_option(__version__, prog_name="isf")
 @click.pass_context
-def main(ctx: click.Context, project: Path | None) -> None:
+def main(ctx: click.Context, project: Path | None, debug: bool) -> None:
     """Generate LLM training data with shaping pipelines."""
-    ctx.ensure_object(dict)["project"] = project
+    ctx.ensure_object(dict).update(project=project, debug=debug)
 
 
 @main.group(cls=LazyGroup, modules=("shaping.cli.run", "shaping.cli.quality", "shaping.cli.export",

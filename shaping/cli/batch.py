@@ -124,7 +124,7 @@ def cancel_cmd(ctx: click.Context, batch_id: str) -> None:
             state = anyio.run(_with_provider, project, row.model,
                               lambda provider: provider.cancel_batch(row.batch_id))
         except BatchCallError as exc:
-            raise ShapingError(f"batch {batch_id}: {exc}") from None
+            raise ShapingError(f"batch {batch_id}: {exc}") from exc
         store.update(row.tag, state.status, state.succeeded, state.failed)
     finally:
         if store is not None:

@@ -46,7 +46,7 @@ def dedupe_cmd(ctx: click.Context, name: str, near: str | None, on: str, dry_run
     try:
         settings = DedupeSettings(near=None if near is None else _number(near), on=on)
     except ValueError as exc:  # "near must be ...", "on must be ...": said of the flag
-        raise ShapingError(f"--{exc}") from None
+        raise ShapingError(f"--{exc}") from exc
     project = project_of(ctx)
     find_pipeline(project, name)
     if project.outputs(name).failed.exists():

@@ -190,8 +190,8 @@ def parse_answer_tokens(values: tuple[str, ...]) -> dict[str | None, int]:
         model, _, number = value.rpartition("=")
         try:
             parsed[model or None] = int(number)
-        except ValueError:
-            raise ShapingError(f"--answer-tokens: expected N or MODEL=N (a whole number of tokens), got {value!r}") from None
+        except ValueError as exc:
+            raise ShapingError(f"--answer-tokens: expected N or MODEL=N (a whole number of tokens), got {value!r}") from exc
     return parsed
 
 

@@ -49,14 +49,14 @@ def load_conversations(path: Path, limit: int | None = None) -> list[Conversatio
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise DependencyError(f"{path}: cannot read conversations: {exc.strerror}") from None
+        raise DependencyError(f"{path}: cannot read conversations: {exc.strerror}") from exc
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DependencyError(f"{path}: line {number}: invalid JSON at column {exc.colno}: {exc.msg}") from None
+            raise DependencyError(f"{path}: line {number}: invalid JSON at column {exc.colno}: {exc.msg}") from exc
         if not isinstance(row, dict):
             raise DependencyError(f"{path}: line {number}: expected a JSON object, got {type(row).__name__}")
         turns = row.get("messages") or row.get("conversation") or row.get("conversations") or []

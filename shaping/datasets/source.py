@@ -131,8 +131,8 @@ def hub_revision(repo_id: str, revision: str | None) -> str:
 def _hub():
     try:
         import huggingface_hub
-    except ImportError:
-        raise DatasetProblem(f"is on the Hugging Face Hub: finding its revision needs huggingface_hub: {INSTALL}") from None
+    except ImportError as exc:
+        raise DatasetProblem(f"is on the Hugging Face Hub: finding its revision needs huggingface_hub: {INSTALL}") from exc
     return huggingface_hub
 
 
@@ -147,24 +147,24 @@ def _lookup_hub_revision(repo_id: str, revision: str) -> str:
         card = hub.hf_hub_download(repo_id, "README.md", repo_type="dataset", revision=revision,
                                    etag_timeout=HUB_TIMEOUT_S)
         return Path(card).parent.name  # .../snapshots/<commit>/README.md
-    except errors.LocalEntryNotFoundError:  # the hub is out of reach and the card not cached
+    except errors.LocalEntryNotFoundError as exc:  # the hub is out of reach and the card not cached
         raise DatasetProblem(f"{at}: the Hugging Face Hub cannot be reached and the dataset is not in "
-                             f"the local hub cache") from None
-    except errors.RevisionNotFoundError:
-        raise DatasetProblem(f"has no revision {revision!r} on the Hugging Face Hub") from None
-    except errors.GatedRepoError:
+                             f"the local hub cache") from exc
+    except errors.RevisionNotFoundError as exc:
+        raise DatasetProblem(f"has no revision {revision!r} on the Hugging Face Hub") from exc
+    except errors.GatedRepoError as exc:
         raise DatasetProblem("is gated on the Hugging Face Hub: accept its terms on the dataset page and "
-                             "log in (`hf auth login`, or set HF_TOKEN)") from None
-    except errors.RepositoryNotFoundError:
-        raise NotOnHub("is not on the Hugging Face Hub (if it is private, log in: `hf auth login`)") from None
+                             "log in (`hf auth login`, or set HF_TOKEN)") from exc
+    except errors.RepositoryNotFoundError as exc:
+        raise NotOnHub("is not on the Hugging Face Hub (if it is private, log in: `hf auth login`)") from exc
     except errors.EntryNotFoundError:  # no dataset card: ask for the commit itself
         pass
     except (OSError, ValueError) as exc:
-        raise DatasetProblem(f"{at}: cannot be looked up on the Hugging Face Hub: {_first_line(exc)}") from None
+        raise DatasetProblem(f"{at}: cannot be looked up on the Hugging Face Hub: {_first_line(exc)}") from exc
     try:
         return hub.HfApi().dataset_info(repo_id, revision=revision, timeout=HUB_TIMEOUT_S).sha
     except (OSError, ValueError) as exc:
-        raise DatasetProblem(f"{at}: cannot be looked up on the Hugging Face Hub: {_first_line(exc)}") from None
+        raise DatasetProblem(f"{at}: cannot be looked up on the Hugging Face Hub: {_first_line(exc)}") from exc
 
 
 def cached_snapshot(repo_id: str, revision: str) -> str:
@@ -172,14 +172,14 @@ def cached_snapshot(repo_id: str, revision: str) -> str:
     hub = _hub()
     try:
         return hub.snapshot_download(repo_id, repo_type="dataset", revision=revision, local_files_only=True)
-    except (OSError, ValueError):
+    except (OSError, ValueError) as exc:
         from huggingface_hub import constants
 
         at = "" if revision == "main" else f" at revision {revision!r}"
         raise DatasetProblem(
             f"is not in the local hub cache{at} ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1 forbids "
             f"fetching it: download it once with `hf download {repo_id} --repo-type dataset`, or point "
-            f"shaping.toml's [datasets] table at a local copy") from None
+            f"shaping.toml's [datasets] table at a local copy") from exc
 
 
 def data_files_of(path: Path) -> list[Path]:
@@ -262,8 +262,8 @@ class _Memo:
 def import_datasets() -> Any:
     try:
         import datasets
-    except ImportError:
-        raise DatasetProblem(f"cannot be read without the `datasets` library: {INSTALL}") from None
+    except ImportError as exc:
+        raise DatasetProblem(f"cannot be read without the `datasets` library: {INSTALL}") from exc
     return datasets
 
 
@@ -343,16 +343,16 @@ def _guard(load: Any, split: str, cached: str | None = None) -> Any:
             found = re.search(r"(?:Available splits:|Should be one of) \[([^\]]*)\]", text)
             known = f" (its splits: {found.group(1).replace(chr(39), '')})" if found else ""
             raise DatasetProblem(f"has no split {split!r}{known}") from None
-        raise DatasetProblem(f"cannot be read: {text}") from None
+        raise DatasetProblem(f"cannot be read: {text}") from exc
     except FileNotFoundError as exc:
         if cached is not None:
             raise DatasetProblem(
                 f"is only partly in the local hub cache (its data files are missing) and HF_HUB_OFFLINE=1 "
                 f"forbids fetching them: download it once with `hf download {cached} --repo-type dataset`"
             ) from None
-        raise DatasetProblem(f"has no data files: {_first_line(exc)}") from None
+        raise DatasetProblem(f"has no data files: {_first_line(exc)}") from exc
     except ConnectionError as exc:
-        raise DatasetProblem(f"cannot be reached: {_first_line(exc)}") from None
+        raise DatasetProblem(f"cannot be reached: {_first_line(exc)}") from exc
     except Exception as exc:  # noqa: BLE001 - the library's own errors are many; the user sees one line
         name = type(exc).__name__
         if name in ("DataFilesNotFoundError", "EmptyDatasetError") and cached is not None:
@@ -361,7 +361,7 @@ def _guard(load: Any, split: str, cached: str | None = None) -> Any:
                 f"fetching them: download it once with `hf download {cached} --repo-type dataset`") from None
         if name == "DatasetNotFoundError":
             raise DatasetProblem(f"cannot be read: {_first_line(exc)}") from None
-        raise DatasetProblem(f"cannot be read: {name}: {_first_line(exc)}") from None
+        raise DatasetProblem(f"cannot be read: {name}: {_first_line(exc)}") from exc
 
 
 def iterate(data: Any, columns: list[str] | None) -> Iterator[dict[str, Any]]:

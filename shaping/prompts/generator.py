@@ -148,7 +148,7 @@ class PromptGenerator:
         try:
             config = GeneratorFile.model_validate(_toml(path))
         except ValidationError as exc:
-            raise ConfigError(describe_validation_error(exc, str(path))) from None
+            raise ConfigError(describe_validation_error(exc, str(path))) from exc
         templates = load_templates(path.parent / config.templates) if config.templates else []
         curated = load_curated(path.parent / config.curated) if config.curated else []
         if not templates and not curated:
@@ -156,7 +156,7 @@ class PromptGenerator:
         try:
             return cls(templates, curated, config.languages, config.categories, config.existing_weight, config.areas)
         except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
+            raise ConfigError(f"{path}: {exc}") from exc
 
     # -- what the mix is made of -----------------------------------------------------------------
 

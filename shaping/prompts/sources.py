@@ -111,10 +111,10 @@ class CuratedPrompt(BaseModel):
 def _toml(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: not found") from None
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: not found") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
 
 
 def load_templates(folder: Path) -> list[TemplateFile]:
@@ -125,7 +125,7 @@ def load_templates(folder: Path) -> list[TemplateFile]:
         try:
             files.append(TemplateFile.model_validate(_toml(path)))
         except ValidationError as exc:
-            raise ConfigError(describe_validation_error(exc, str(path))) from None
+            raise ConfigError(describe_validation_error(exc, str(path))) from exc
     return files
 
 
@@ -141,9 +141,9 @@ def load_curated(folder: Path) -> list[CuratedPrompt]:
                 try:
                     prompts.append(CuratedPrompt.model_validate(json.loads(line)))
                 except json.JSONDecodeError as exc:
-                    raise ConfigError(f"{path}: line {number}: invalid JSON: {exc.msg}") from None
+                    raise ConfigError(f"{path}: line {number}: invalid JSON: {exc.msg}") from exc
                 except ValidationError as exc:
-                    raise ConfigError(describe_validation_error(exc, f"{path}: line {number}")) from None
+                    raise ConfigError(describe_validation_error(exc, f"{path}: line {number}")) from exc
         elif path.suffix == ".txt":
             for paragraph in path.read_text(encoding="utf-8").split("\n\n"):
                 if paragraph.strip():

@@ -218,9 +218,9 @@ def _blocks(message: LLMMessage) -> list[dict[str, Any]]:
     for call in message.tool_calls or ():
         try:
             arguments = json.loads(call.function.arguments or "{}")
-        except ValueError:
+        except ValueError as exc:
             raise UnsupportedRequest(f"tool call {call.id}: arguments are not JSON, and Anthropic takes "
-                                     f"tool input as a JSON object") from None
+                                     f"tool input as a JSON object") from exc
         blocks.append({"type": "tool_use", "id": call.id, "name": call.function.name, "input": arguments})
     return blocks
 

@@ -354,7 +354,7 @@ class HTTPProvider(Provider):
                                               options.max_response_bytes, options.http2)
         except ValueError as exc:  # the message names a header or a URL, never a header's value
             await self.aclose()
-            raise ConfigError(f"model '{self.name}': {self.scrub(str(exc))}") from None
+            raise ConfigError(f"model '{self.name}': {self.scrub(str(exc))}") from exc
 
     async def aclose(self) -> None:
         clients, self._clients = self._clients, {}
@@ -372,7 +372,7 @@ class HTTPProvider(Provider):
                                           proxy_for(self.base_url), self.options.max_response_bytes,
                                           self.options.http2)
             except ValueError as exc:
-                raise ConfigError(f"model '{self.name}': {self.scrub(str(exc))}") from None
+                raise ConfigError(f"model '{self.name}': {self.scrub(str(exc))}") from exc
         return self._api_client
 
     def _api_url(self, path: str) -> tuple[str, str]:
@@ -394,15 +394,15 @@ class HTTPProvider(Provider):
             payload = body if body is None or isinstance(body, bytes) else orjson.dumps(body)
             response = await self._api().call(method, url, payload, form)
         except TransportError as exc:
-            raise BatchCallError(self.failure(exc.kind, exc.message, retryable=exc.retryable).error) from None
+            raise BatchCallError(self.failure(exc.kind, exc.message, retryable=exc.retryable).error) from exc
         if response.status >= 300:
             raise BatchCallError(self.http_failure(response.status, response.body, response.headers, response.reason,
                                                    self.base_url, shown).error)
         try:
             return orjson.loads(response.body)
-        except ValueError:
+        except ValueError as exc:
             raise BatchCallError(self.failure(ErrorType.BAD_RESPONSE, f"{method} {shown}: the answer is not JSON: "
-                                              f"{_snippet(response.body)!r}", retryable=True).error) from None
+                                              f"{_snippet(response.body)!r}", retryable=True).error) from exc
 
     async def api_lines(self, path: str) -> AsyncIterator[bytes]:
         """GET `path` (or a URL on base_url's host) line by line, as it arrives."""
@@ -413,9 +413,9 @@ class HTTPProvider(Provider):
         except StatusError as exc:
             r = exc.response
             raise BatchCallError(self.http_failure(r.status, r.body, r.headers, r.reason, self.base_url,
-                                                   shown).error) from None
+                                                   shown).error) from exc
         except TransportError as exc:
-            raise BatchCallError(self.failure(exc.kind, exc.message, retryable=exc.retryable).error) from None
+            raise BatchCallError(self.failure(exc.kind, exc.message, retryable=exc.retryable).error) from exc
 
     async def generate_batch(self, requests: list[LLMRequest]) -> list[ModelResponse]:
         if len(requests) == 1:

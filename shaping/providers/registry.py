@@ -219,7 +219,7 @@ def _load(name: str, provider: str, load, origin: str) -> type[Provider]:
         raise ConfigError(
             f"shaping.toml: models.{name}.provider: provider '{provider}' could not be loaded ({origin}): "
             f"{type(exc).__name__}: {detail}"
-        ) from None
+        ) from exc
     if not (isinstance(cls, type) and issubclass(cls, Provider)):
         raise ConfigError(
             f"shaping.toml: models.{name}.provider: provider '{provider}' ({origin}) is not a subclass of "
@@ -276,7 +276,7 @@ def check_model(name: str, config: ModelConfig) -> type[Provider]:
     try:
         cls.Options.model_validate(config.options)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, f"shaping.toml: models.{name}.options")) from None
+        raise ConfigError(describe_validation_error(exc, f"shaping.toml: models.{name}.options")) from exc
     if cls.needs_key and not config.api_key_env:
         raise ConfigError(f"shaping.toml: models.{name}.api_key_env: required by provider '{provider}'")
     if (problem := streaming_problem(config.params)) is not None:
@@ -308,6 +308,6 @@ def create_provider(name: str, config: ModelConfig, read_key: bool = True) -> Pr
     except ConfigError:
         raise
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, f"shaping.toml: models.{name}.options")) from None
+        raise ConfigError(describe_validation_error(exc, f"shaping.toml: models.{name}.options")) from exc
     except Exception as exc:
-        raise ConfigError(f"shaping.toml: models.{name}: {exc}") from None
+        raise ConfigError(f"shaping.toml: models.{name}: {exc}") from exc

@@ -244,7 +244,7 @@ class TransformersProvider(Provider):
             raise ConfigError(
                 f"model '{self.name}': the transformers provider needs torch and transformers "
                 f"({exc.name} is missing): pip install 'shaping[local]'"
-            ) from None
+            ) from exc
         transformers.utils.logging.disable_progress_bar()  # it would draw over the run's own progress display
         return torch, transformers
 
@@ -261,7 +261,7 @@ class TransformersProvider(Provider):
             tokenizer = transformers.AutoTokenizer.from_pretrained(
                 self.config.model, trust_remote_code=self.options.trust_remote_code)
         except (OSError, ValueError) as exc:
-            raise self._cannot_load(exc) from None
+            raise self._cannot_load(exc) from exc
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
@@ -273,7 +273,7 @@ class TransformersProvider(Provider):
         try:
             self._check_template({})
         except UnsupportedRequest as exc:
-            raise ConfigError(f"shaping.toml: models.{self.name}.options: {exc}") from None
+            raise ConfigError(f"shaping.toml: models.{self.name}.options: {exc}") from exc
         return tokenizer
 
     def _load(self) -> None:
@@ -288,7 +288,7 @@ class TransformersProvider(Provider):
             model = transformers.AutoModelForCausalLM.from_pretrained(
                 self.config.model, dtype=getattr(torch, dtype), trust_remote_code=self.options.trust_remote_code)
         except (OSError, ValueError) as exc:
-            raise self._cannot_load(exc) from None
+            raise self._cannot_load(exc) from exc
         self.model = model.to(self.device).eval()
         eos = model.generation_config.eos_token_id
         self.eos_ids = {*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id} - {None}
@@ -377,7 +377,7 @@ class TransformersProvider(Provider):
                 messages, tools=self._tools(request.params), tokenize=False, add_generation_prompt=True,
                 **self._template_kwargs(request.params))
         except jinja2.TemplateError as exc:  # the template's raise_exception(...): a conversation it refuses
-            raise _unsupported(f"the chat template refused this conversation: {exc}") from None
+            raise _unsupported(f"the chat template refused this conversation: {exc}") from exc
 
     def count_prompt_tokens(self, request: LLMRequest) -> int | None:
         """The rendered prompt's tokens, with the model's own tokenizer (loaded, not the weights)."""

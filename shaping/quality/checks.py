@@ -59,7 +59,7 @@ class Thresholds(BaseModel):
         try:
             return cls.model_validate(given)
         except ValidationError as exc:
-            raise ShapingError(describe_validation_error(exc, f"pipeline '{pipeline_cls.name}': quality")) from None
+            raise ShapingError(describe_validation_error(exc, f"pipeline '{pipeline_cls.name}': quality")) from exc
 
 
 @dataclass(frozen=True)

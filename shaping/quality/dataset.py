@@ -23,7 +23,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise ShapingError(f"{path}: line {number}: invalid JSON ({exc.msg})") from None
+                    raise ShapingError(f"{path}: line {number}: invalid JSON ({exc.msg})") from exc
                 if not isinstance(row, dict):
                     raise ShapingError(f"{path}: line {number}: expected a JSON object, got {type(row).__name__}")
                 rows.append(row)

@@ -96,8 +96,8 @@ class DedupeSettings:
 def require_datasketch() -> None:
     try:
         import datasketch  # noqa: F401
-    except ImportError:
-        raise ShapingError(INSTALL) from None
+    except ImportError as exc:
+        raise ShapingError(INSTALL) from exc
 
 
 def has_datasketch() -> bool:

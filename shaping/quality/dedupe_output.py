@@ -38,7 +38,7 @@ def _rows(path: Path) -> Iterator[tuple[bytes, Any]]:
             try:
                 yield line, orjson.loads(line)
             except orjson.JSONDecodeError as exc:
-                raise ShapingError(f"{path}: line {number}: invalid JSON ({exc})") from None
+                raise ShapingError(f"{path}: line {number}: invalid JSON ({exc})") from exc
 
 
 def plan_file(path: Path, settings: DedupeSettings) -> DedupeResult:
