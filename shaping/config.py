@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 from shaping.errors import ConfigError, describe_validation_error
+
+if TYPE_CHECKING:
+    from shaping.output import OutputPaths
+    from shaping.resolved import ResolvedModel
 
 CONFIG_FILE = "shaping.toml"
 
@@ -88,6 +92,7 @@ class Project:
     def __init__(self, root: Path, config: ProjectConfig) -> None:
         self.root = root
         self.config = config
+        self._resolved: dict[str, Any] = {}
 
     @property
     def pipelines_dir(self) -> Path:
@@ -119,6 +124,16 @@ class Project:
             raise ConfigError(
                 f"{self.root / CONFIG_FILE}: unknown model '{name}' (known models: {known})"
             ) from exc
+
+    def resolved(self, name: str) -> "ResolvedModel":
+        """Model `name` as a run uses it (shaping.resolved), resolved on first use and kept:
+        one object per model for everything this project object does."""
+        model = self._resolved.get(name)
+        if model is None:
+            from shaping.resolved import resolve
+
+            model = self._resolved[name] = resolve(self, name)
+        return model
 
     def relative(self, path: Path) -> str:
         try:

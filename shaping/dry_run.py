@@ -18,8 +18,7 @@ from shaping.dispatch.cache import FILE_NAME, CacheUnreadable, RequestCache
 from shaping.dispatch.stand_in import StandIn
 from shaping.errors import PipelineError, ShapingError
 from shaping.pipeline import Pipeline
-from shaping.prices import Prices, prices_for
-from shaping.providers.registry import check_model
+from shaping.prices import Prices
 
 
 @dataclass
@@ -78,7 +77,7 @@ def dry_run_pipeline(pipeline: Pipeline, *, limit: int | None = None, workers: i
     project = pipeline.project
     check_file_deps(pipeline)
     for dep in pipeline.model_deps.values():
-        check_model(dep.model_name, project.model(dep.model_name))
+        project.resolved(dep.model_name)  # an unknown model or provider, bad options: one line now
     stats = stats or RunStats()
     cache, unread = None, None
     if use_cache and (project.cache_dir / FILE_NAME).exists():
@@ -123,8 +122,7 @@ def dry_run_pipeline(pipeline: Pipeline, *, limit: int | None = None, workers: i
             pipeline._feedback_store = None
     models = []
     for name, usage in stats.models.items():
-        config = project.model(name)
-        prices = prices_for(name, config, project.config.prices)
+        prices = project.resolved(name).prices
         models.append(ModelEstimate(
             model=name, requests=usage.requests, cached=usage.cached, prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens, prices=prices,

@@ -35,7 +35,7 @@ from shaping.config import ModelConfig, Project
 from shaping.dispatch.cache import GroupCommitter, RequestCache, answer_row
 from shaping.dispatch.dispatcher import Dispatcher, RecordIds, record_id_of
 from shaping.dispatch.limits import RateLimits, estimate_tokens
-from shaping.dispatch.stats import ModelUsage, RunStats
+from shaping.dispatch.stats import RunStats
 from shaping.errors import ShapingError
 from shaping.requests import ModelResponse
 from shaping.spool import SampleSpool
@@ -162,9 +162,7 @@ def _run_shard(pipeline: Any, method: str, records: list, first_index: int, sett
         errors = dispatcher.errors
         errors.finish()
         result = {"samples": spool.path.read_bytes(), "errors": errors.path.read_bytes(),
-                  "records": stats.records_done, "errors_by_type": dict(stats.errors),
-                  "first_errors": stats.first_errors,
-                  "models": {m: vars(u) for m, u in stats.models.items()}}
+                  "counters": stats.counters()}
         dispatcher.discard_spools()
     if cache is not None:
         cache.close()
@@ -232,15 +230,7 @@ class RayExecutor:
                 samples.write(line)
             for line in result["errors"].splitlines():
                 d.errors.write(line)
-            d.stats.records_done += result["records"]
-            d.stats.errors.update(result["errors_by_type"])
-            for kind, message in result["first_errors"].items():
-                d.stats.first_errors.setdefault(kind, message)
-            for model, usage in result["models"].items():
-                total = d.stats.models.setdefault(model, ModelUsage())
-                for field, value in usage.items():
-                    if value is not None:
-                        setattr(total, field, (getattr(total, field) or 0) + value)
+            d.stats.add(result["counters"])
         d.stats.samples += len(samples)
         samples.flush()
         return samples

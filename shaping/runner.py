@@ -31,16 +31,13 @@ from shaping.history import RunHistory
 from shaping.judge import min_score_of, rejection
 from shaping.lock import RunLock
 from shaping.manifest import (
-    Counts, FileState, KShotState, Manifest, batch_records, file_state, model_state, source_hashes,
+    Counts, FileState, KShotState, Manifest, batch_records, file_state, source_hashes,
 )
 from shaping.output import AtomicWriter, OutputPaths, output_paths
 from shaping.params import jsonable
 from shaping.pipeline import Pipeline
 from shaping.dispatch.budget import Budget
 from shaping.dispatch.dispatcher import unpriced
-from shaping.prices import prices_for
-from shaping.providers.batch import batched
-from shaping.providers.registry import check_model
 from shaping.record_hooks import record_driver
 from shaping.samples import AnnotatedTrainingSample, TrainingSample
 from shaping.spool import SampleSpool, remove_leftovers
@@ -150,10 +147,10 @@ def run_pipeline(
     models = {}
     batch_models: list[str] = []  # in batch mode (shaping.dispatch.batch)
     for attr, dep in pipeline.model_deps.items():  # unknown model or provider, bad options: fail now
-        config = project.model(dep.model_name)     # (keys are read when a model first sends)
-        if batched(dep.model_name, config, check_model(dep.model_name, config), batch):
+        model = project.resolved(dep.model_name)   # (keys are read when a model first sends)
+        if model.batched(batch):
             batch_models.append(dep.model_name)
-        models[attr] = model_state(dep.model_name, config)
+        models[attr] = model.state
     check_batch_mode(batch_models, executor, use_cache, pipeline.max_cost_usd if max_cost is None else max_cost)
     cap = pipeline.max_cost_usd if max_cost is None else max_cost
     if cap is not None:
@@ -205,8 +202,7 @@ def check_cost_cap(pipeline: Pipeline, cap: float, executor: str) -> None:
                            "leave out --executor ray")
     project = pipeline.project
     for dep in pipeline.model_deps.values():
-        config = project.model(dep.model_name)
-        if prices_for(dep.model_name, config, project.config.prices) is None:
+        if project.resolved(dep.model_name).prices is None:
             raise ShapingError(unpriced(dep.model_name))
 
 

@@ -26,7 +26,7 @@ from shaping.config import Project
 from shaping.deps import DatasetDep, KShotDep
 from shaping.discovery import PipelineEntry
 from shaping.errors import ConfigError, ShapingError
-from shaping.manifest import DatasetState, model_state, read_manifest, source_hashes
+from shaping.manifest import DatasetState, read_manifest, source_hashes
 from shaping.output import OutputPaths, sha256_file, sha256_path
 from shaping.params import same_value, short_repr
 
@@ -123,7 +123,7 @@ def pipeline_status(entry: PipelineEntry, project: Project, upstream: dict[str, 
     for attr, dep in cls.model_deps.items():
         recorded = manifest.model_deps.get(attr)
         try:
-            fingerprint = model_state(dep.model_name, project.model(dep.model_name)).fingerprint
+            fingerprint = project.resolved(dep.model_name).fingerprint
         except ConfigError:
             add("missing_model", f"model '{dep.model_name}' is no longer in shaping.toml")
             continue

@@ -59,3 +59,24 @@ def test_each_module_imports_alone_in_a_fresh_interpreter():
     with ThreadPoolExecutor(max_workers=2) as pool:
         failures = [r for r in pool.map(alone, module_names()) if r[1] != 0]
     assert failures == []
+
+
+def test_the_local_and_the_ray_versions_fit_the_named_seams(tmp_path):
+    """The dispatcher's cache, limits and transport: local and Ray versions alike."""
+    from shaping.config import ModelConfig
+    from shaping.dispatch.cache import RequestCache
+    from shaping.dispatch.limits import RateLimits
+    from shaping.dispatch.seams import AnswerCache, Limits, Transport
+    from shaping.providers.http import Client
+    from shaping.ray_executor import _RemoteCache, _RemoteLimits
+
+    cache = RequestCache(tmp_path)
+    try:
+        assert isinstance(cache, AnswerCache)
+    finally:
+        cache.close()
+    assert isinstance(_RemoteCache(None, {}), AnswerCache)
+    config = ModelConfig(model="m", requests_per_minute=60)
+    assert isinstance(RateLimits(config), Limits) and isinstance(_RemoteLimits(None, "m", config), Limits)
+    assert isinstance(Client("http://127.0.0.1:9/v1/chat/completions", {}, 5.0), Transport)
+    assert not isinstance(object(), AnswerCache) and not isinstance(object(), Limits)

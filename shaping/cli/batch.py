@@ -29,9 +29,8 @@ def _store(project: Any) -> Any:
 async def _with_provider(project: Any, model: str, action: Any) -> Any:
     """`action(provider)` with model `model`'s provider open (its key read as for a run)."""
     from shaping.providers.batch import BatchAPI
-    from shaping.providers.registry import create_provider
 
-    provider = create_provider(model, project.model(model))
+    provider = project.resolved(model).create_provider()
     if not isinstance(provider, BatchAPI):
         raise ShapingError(f"model '{model}': its provider has no batch API")
     await provider.open()

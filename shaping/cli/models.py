@@ -25,8 +25,6 @@ from shaping.cli.app import out, project_of, user_errors
 #: the request a check sends: one user turn, an answer of a few tokens
 CHECK_PROMPT = "Reply with the word OK."
 CHECK_MAX_TOKENS = 8
-#: providers that load a model into this process to answer: checked only when named
-LOADS_WEIGHTS = frozenset({"transformers"})
 #: how long to let the HTTP client's thread settle after the checks
 CLOSE_GRACE_S = 0.1
 
@@ -87,21 +85,18 @@ async def check_model_answers(project: Any, name: str, timeout_s: float, named: 
     import anyio
 
     from shaping.errors import ConfigError
-    from shaping.providers.registry import check_model, create_provider, resolve_model
     from shaping.requests import LLMRequest
 
-    config = project.model(name)
     result: dict[str, Any] = {"ok": False, "latency_s": None, "error": None, "skipped": None}
     env = None
     try:
-        check_model(name, config)
-        resolved = resolve_model(name, config)
-        env = resolved.api_key_env
-        if resolved.provider in LOADS_WEIGHTS and not named:
+        model = project.resolved(name)
+        env = model.config.api_key_env
+        if model.provider_cls.loads_weights and not named:
             result["skipped"] = (f"checking loads the model's weights: name it to check it "
                                  f"(isf models --check {name})")
             return result
-        provider = create_provider(name, config)  # a key variable not set: one line, nothing sent
+        provider = model.create_provider()  # a key variable not set: one line, nothing sent
     except ConfigError as exc:
         result["error"] = _scrub(str(exc), env)
         return result
@@ -222,8 +217,9 @@ def _check_line(name: str, width: int, check: dict[str, Any]) -> Text:
 def models(ctx: click.Context, names: tuple[str, ...], check: bool, timeout_s: float, as_json: bool) -> None:
     """The models of shaping.toml (or only NAMES): provider, host, key variable, prices.
 
-    With --check, each answers one tiny request (all at once); the exit status is 1 when any
-    check failed. A transformers model is checked only when named, as checking loads it."""
+    With --check, each answers one tiny request (all at once). The exit status is 1 when a
+    model cannot run (its problem is shown) or a check failed. A transformers model is checked
+    only when named, as checking loads it."""
     project = project_of(ctx)
     wanted = list(dict.fromkeys(names)) or list(project.config.models)
     rows = [describe(project, name) for name in wanted]
@@ -232,6 +228,7 @@ def models(ctx: click.Context, names: tuple[str, ...], check: bool, timeout_s: f
         if check:
             row["check"] = checks[row["name"]]
     failed = [name for name, c in checks.items() if not c["ok"] and not c["skipped"]]
+    failed += [row["name"] for row in rows if row["problem"] and row["name"] not in failed]
     if as_json:
         click.echo(json.dumps({"models": rows}, indent=2))
         sys.exit(1 if failed else 0)
@@ -256,4 +253,4 @@ def models(ctx: click.Context, names: tuple[str, ...], check: bool, timeout_s: f
             out.print(_check_line(name, width, result), soft_wrap=True)
         if failed:
             out.print(Text(f"{len(failed)} of {len(checks)} checks failed", style="bold red"))
-        sys.exit(1 if failed else 0)
+    sys.exit(1 if failed else 0)

@@ -17,11 +17,12 @@ from anyio.abc import TaskGroup
 
 from shaping.error_types import ErrorType
 from shaping.dispatch.limits import RateLimits
+from shaping.dispatch.seams import Limits
 from shaping.dispatch.retry import retrying
 from shaping.dispatch.stats import RunStats
-from shaping.manifest import model_state
 from shaping.providers.base import Provider
 from shaping.prices import Prices
+from shaping.resolved import ResolvedModel
 from shaping.requests import LLMRequest, ModelResponse, ResponseError, Usage
 
 
@@ -49,18 +50,20 @@ class _Pending:
 
 
 class ModelChannel:
-    def __init__(self, name: str, provider: Provider, stats: RunStats, task_group: TaskGroup,
-                 limits: RateLimits | None = None, prices: Prices | None = None) -> None:
-        self.name = name
+    def __init__(self, model: ResolvedModel, provider: Provider, stats: RunStats, task_group: TaskGroup,
+                 limits: Limits | None = None) -> None:
+        name = self.name = model.name
+        self.model = model
         self.provider = provider
         #: what its tokens cost (shaping.prices); None when unknown
-        self.prices = prices
+        self.prices: Prices | None = model.prices
+        #: what its answers are keyed by in the request cache (the manifest's fingerprint)
+        self.fingerprint = model.fingerprint
         self.stats = stats
         self._slots = anyio.Semaphore(provider.concurrency, fast_acquire=True)
         self._batch_size = provider.batch_size
         self._task_group = task_group
         self._limits = limits or RateLimits(provider.config)
-        self.fingerprint = model_state(name, provider.config).fingerprint
         #: batch mode: where run_task's requests go (shaping.dispatch.batch); query() stays here
         self.batch = None
         if self._batch_size > 1:

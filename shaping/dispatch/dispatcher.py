@@ -19,19 +19,17 @@ import pydantic_core
 from anyio.abc import TaskGroup
 
 from shaping.error_types import ErrorType
-from shaping.config import Project
+from shaping.config import ModelConfig, Project
 from shaping.dispatch.batch import BATCH_RECORDS, Activity, BatchChannel
 from shaping.dispatch.batch_store import BatchStore
-from shaping.dispatch.cache import RequestCache, request_key
+from shaping.dispatch.cache import request_key
 from shaping.dispatch.channel import ModelChannel, cost_of
 from shaping.dispatch.driver import Attempt, Outcome, drive, find_fatal, step_fields
 from shaping.dispatch.budget import Budget
+from shaping.dispatch.seams import AnswerCache, Limits
 from shaping.dispatch.stand_in import StandIn
 from shaping.dispatch.stats import RunStats
-from shaping.prices import prices_for
 from shaping.providers.base import Provider
-from shaping.providers.batch import batched
-from shaping.providers.registry import check_model, create_provider
 from shaping import structured
 from shaping.errors import ConfigError, TaskContractError
 from shaping.providers.base import UnsupportedRequest
@@ -92,10 +90,10 @@ class Dispatcher:
         annotate: bool,
         commit: str | None = None,
         stats: RunStats | None = None,
-        cache: RequestCache | None = None,
+        cache: AnswerCache | None = None,
         metadata: dict[str, Any] | None = None,
         spool_dir: Path | None = None,
-        limits: Callable[[str, Any], Any] | None = None,
+        limits: Callable[[str, ModelConfig], Limits] | None = None,
         stand_in: StandIn | None = None,
         budget: Budget | None = None,
         reject: Callable[[TrainingSample], str | None] | None = None,
@@ -165,19 +163,17 @@ class Dispatcher:
             async with self._channel_lock:
                 channel = self._channels.get(model)
                 if channel is None:
-                    config = self.project.model(model)
-                    check_model(model, config)
-                    provider = create_provider(model, config, read_key=self.stand_in is None)
+                    resolved = self.project.resolved(model)
+                    if self.budget is not None and resolved.prices is None:
+                        raise ConfigError(unpriced(model))
+                    provider = resolved.create_provider(read_key=self.stand_in is None)
                     if self.stand_in is None:  # a dry run sends nothing: no client, no weights
                         await provider.open()
                     self._providers.append(provider)
                     limits = self._limits(model, provider.config) if self._limits else None
-                    prices = prices_for(model, provider.config, self.project.config.prices)
-                    if self.budget is not None and prices is None:
-                        raise ConfigError(unpriced(model))
-                    channel = ModelChannel(model, provider, self.stats, self._task_group, limits, prices)
-                    if self.stand_in is None and batched(model, provider.config, type(provider), self.batch):
-                        channel.batch = await self._batch_channel(model, provider, prices)
+                    channel = ModelChannel(resolved, provider, self.stats, self._task_group, limits)
+                    if self.stand_in is None and resolved.batched(self.batch):
+                        channel.batch = await self._batch_channel(model, provider, resolved.prices)
                     self._channels[model] = channel
         return channel
 

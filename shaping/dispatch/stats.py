@@ -84,6 +84,23 @@ class RunStats:
         self.errors[error_type] += 1
         self.first_errors.setdefault(error_type, message or "")
 
+    def counters(self) -> dict:
+        """What a part of a run (a Ray shard) counted, as plain data, for `add`."""
+        return {"records": self.records_done, "errors_by_type": dict(self.errors),
+                "first_errors": dict(self.first_errors), "models": {m: vars(u) for m, u in self.models.items()}}
+
+    def add(self, counters: dict) -> None:
+        """Count what `counters` of another part of the run counted."""
+        self.records_done += counters["records"]
+        self.errors.update(counters["errors_by_type"])
+        for kind, message in counters["first_errors"].items():
+            self.first_errors.setdefault(kind, message)
+        for model, usage in counters["models"].items():
+            total = self.models.setdefault(model, ModelUsage())
+            for name, value in usage.items():
+                if value is not None:
+                    setattr(total, name, (getattr(total, name) or 0) + value)
+
     @property
     def waiting_s(self) -> float:
         """Seconds so far with at least one batch submitted and not yet read."""

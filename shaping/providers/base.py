@@ -37,6 +37,8 @@ class Provider(ABC):
     needs_key: ClassVar[bool] = False
     #: runs on the user's own machine: no per-token price (shaping.prices)
     local: ClassVar[bool] = False
+    #: answering loads a model into this process (`isf models --check` only when named)
+    loads_weights: ClassVar[bool] = False
     #: the hosts where the provider's own list prices apply (shaping.prices.BUILT_IN)
     list_price_hosts: ClassVar[frozenset[str]] = frozenset()
     #: whether `response_format` (OpenAI's json_schema form) may be sent

@@ -218,6 +218,7 @@ def local_files_fingerprint(folder: Path) -> str:
 
 class TransformersProvider(Provider):
     local = True
+    loads_weights = True
     default_batch_size = 16
     default_concurrency = 1
     Options = TransformersOptions
