@@ -86,7 +86,7 @@ class Prices:
         return (fresh * cin + cached * cached_price + cache_write * write_price + completion * cout) / 1e6
 
 
-FREE = Prices(0.0, 0.0, source="runs on your own machine or server", local=True)
+FREE = Prices(0.0, 0.0, source="local or self-hosted", local=True)
 
 
 def built_in(model: str) -> tuple[str, tuple[float, float, float | None, float | None]] | None:

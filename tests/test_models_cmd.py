@@ -70,13 +70,13 @@ def test_the_table_shows_every_model_its_host_key_variable_and_prices(tmp_path):
     assert result.returncode == 1, result.stderr  # the vllm model without a base_url cannot run
     lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
     assert lines["model"].split() == ["model", "provider", "model", "id", "host", "key", "prices"]
-    assert "mock" in lines["judge"] and "local" in lines["judge"] and "free (runs on your own machine or server)" in lines["judge"]
+    assert "mock" in lines["judge"] and "local" in lines["judge"] and "free (local or self-hosted)" in lines["judge"]
     assert "xai (preset over openai)" in lines["grok"] and "https://api.x.ai/v1" in lines["grok"]
     assert "XAI_API_KEY set" in lines["grok"]
     assert "https://api.together.ai/v1" in lines["tog"] and "TOGETHER_API_KEY unset" in lines["tog"]
     assert "openai (from the model id)" in lines["gpt"] and "$0.15 in / $0.60 out per M tokens" in lines["gpt"]
     assert "built-in list price of gpt-4o-mini" in result.stdout
-    assert "http://localhost:11434/v1" in lines["local"] and "free (runs on your own machine or server)" in lines["local"]
+    assert "http://localhost:11434/v1" in lines["local"] and "free (local or self-hosted)" in lines["local"]
     # vllm without a base_url: listed, and its problem said in one line
     assert "gpu: problem: shaping.toml: models.gpu.base_url: required by provider 'vllm'" in result.stdout
     assert SENTINEL not in result.stdout + result.stderr and SENTINEL[:8] not in result.stdout + result.stderr

@@ -39,7 +39,7 @@ def list_cmd(ctx: click.Context, show_params: bool = False) -> None:
             out.print(f"no pipelines in {project.relative(project.pipelines_dir)}/")
         return
     table = Table(box=None, padding=(0, 1), pad_edge=False, header_style="bold")
-    for column in ("name", "file", "files", "models", *(("params",) if show_params else ())):
+    for column in ("name", "file", "files", "models"):
         table.add_column(column, overflow="fold", no_wrap=column in ("name", "file"))
     for entry in entries.values():
         cls = entry.cls
@@ -49,10 +49,15 @@ def list_cmd(ctx: click.Context, show_params: bool = False) -> None:
             "\n".join([*(dep.relpath for dep in cls.file_deps.values()),
                        *(f"{dep.path} (dataset)" for dep in cls.dataset_deps.values())]) or "-",
             "\n".join(dep.model_name for dep in cls.model_deps.values()) or "-",
-            *((Text("\n".join(f"{p.name}: {p.label()} = {p.shown_default()}" for p in cls.parameters().values())
-                    or "-"),) if show_params else ()),
         )
     out.print(table)
+    if show_params:  # below the table: a column of them would not fit a terminal
+        out.print(Text("\nparameters (isf pipeline run NAME --set KEY=VALUE):", style="bold"))
+        for entry in entries.values():
+            params = entry.cls.parameters().values()
+            out.print(Text(f"  {entry.name}" + ("" if params else ": none"), style="bold"))
+            for p in params:
+                out.print(Text(f"    {p.name}: {p.label()} = {p.shown_default()}"), soft_wrap=True)
 
 
 def annotation_differs(project: Any, name: str, annotate: bool | None) -> bool:
