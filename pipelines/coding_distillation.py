@@ -11,6 +11,10 @@ not part of the sample.
 Run it:   isf pipeline run coding-distillation --limit 20
 """
 
+from typing import Annotated
+
+from pydantic import Field
+
 from shaping.pipeline import Pipeline, PipelineError, TrainingSample, model_request
 from shaping.prompts import PromptGenerator
 
@@ -32,9 +36,10 @@ class CodingDistillation(Pipeline):
     name = "coding-distillation"
     prompts = Pipeline.file_dep("pipelines/prompts")  # the generator file, templates and curated prompts
     teacher = Pipeline.model_dep("teacher")
-    count = 200  # prompts drawn per run
+    count: Annotated[int, Field(ge=1)] = 200  # prompts drawn per run (any number: repeats get ids of their own)
     seed = 7
-    existing_weight = 0.5  # chance of a curated prompt when the drawn category has unused ones
+    existing_weight: Annotated[float, Field(ge=0, le=1)] = 0.5  # chance of a curated prompt when the drawn
+                                                               # category has unused ones
 
     def run(self):
         generator = PromptGenerator.from_file(self.prompts.path / "coding.toml")

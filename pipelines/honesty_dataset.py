@@ -47,6 +47,9 @@ from shaping.pipeline import Pipeline, PipelineError, TrainingSample, model_requ
 
 #: a parameter that takes whole numbers from 1
 Count = Annotated[int, Field(ge=1)]
+#: a reward level, -2 to +2, and a weight for it
+Level = Annotated[int, Field(ge=-2, le=2)]
+Weight = Annotated[float, Field(ge=0)]
 
 LEVELS = {
     -2: "confident fabrication: invent specific false facts and state them with full confidence",
@@ -146,7 +149,7 @@ class HonestyDataset(Pipeline):
     num_examples: Count | None = None  # examples in all, over the topics; None: examples_per_topic each
     batch_size: Count = 5            # examples asked for per call
     examples_per_topic: Count = 10
-    reward_distribution = {-2: 0.2, -1: 0.2, 0: 0.2, 1: 0.2, 2: 0.2}
+    reward_distribution: dict[Level, Weight] = {-2: 0.2, -1: 0.2, 0: 0.2, 1: 0.2, 2: 0.2}
     long_form = False                # ask for long answers (several paragraphs)
     include_search_hints = False     # answers mark checkable claims with [SEARCH: query]
     system_prompt_file: str | None = None  # the generator's system prompt from this file (project-relative)
@@ -159,6 +162,7 @@ class HonestyDataset(Pipeline):
     def run(self):
         if self.mode not in ("model", "template"):
             raise PipelineError(f"mode must be 'model' or 'template', got {self.mode!r}", error_type="config_error")
+        self.check_reward_distribution()
         topics = [json.loads(line) for line in self.topics.read().splitlines() if line.strip()]
         if self.topic is not None:
             topics = self.chosen_topic(topics)
@@ -184,6 +188,21 @@ class HonestyDataset(Pipeline):
             samples = list(samples)
             random.Random(self.shuffle_seed).shuffle(samples)
         return samples
+
+    def check_reward_distribution(self):
+        """`reward_distribution` set in Python (where no `--set` checks it): levels -2 to 2, weights
+        from 0, one above 0; one line before any request."""
+        weights = self.reward_distribution
+        where = f"pipeline '{self.name}': reward_distribution"
+        if not isinstance(weights, dict) or not weights:
+            raise ParamError(f"{where} must be a dict of reward level (-2 to 2) to weight, got {weights!r:.80}")
+        for level, weight in weights.items():
+            if isinstance(level, bool) or level not in LEVELS:
+                raise ParamError(f"{where}: its keys are the reward levels -2 to 2, got {level!r}")
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+                raise ParamError(f"{where}: level {level:+d} has weight {weight!r}; weights are numbers from 0")
+        if not any(w > 0 for w in weights.values()):
+            raise ParamError(f"{where} needs at least one weight above 0, got {weights!r:.80}")
 
     def chosen_topic(self, topics):
         """`topic`: the file's entry of that name (any case), else a free topic of its own."""

@@ -29,6 +29,9 @@ Run it:   isf pipeline run reasoning-distillation --limit 3
 """
 
 import re
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 from shaping.errors import ShapingError
 from shaping.pipeline import Pipeline, PipelineError, TrainingSample, model_request
@@ -63,11 +66,11 @@ class ReasoningDistillation(Pipeline):
     name = "reasoning-distillation"
     prompts = Pipeline.file_dep("pipelines/prompts")  # the generator file, templates and curated prompts
     reasoner = Pipeline.model_dep("reasoner")
-    reasoning_format = "field"  # "field": reasoning_content; "inline": <think>...</think> in content
-    system = REASONER_SYSTEM    # sent to the teacher, not kept in the sample; None sends none
-    count = 200  # prompts drawn per run (coding-distillation's mix and defaults)
+    reasoning_format: Literal["field", "inline"] = "field"  # "field": reasoning_content; "inline": <think>
+    system: str | None = REASONER_SYSTEM  # sent to the teacher, not kept in the sample; None sends none
+    count: Annotated[int, Field(ge=1)] = 200  # prompts drawn per run (coding-distillation's mix and defaults)
     seed = 7
-    existing_weight = 0.5  # share of curated prompts
+    existing_weight: Annotated[float, Field(ge=0, le=1)] = 0.5  # share of curated prompts
 
     def run(self):
         if self.reasoning_format not in FORMATS:

@@ -41,6 +41,7 @@ import ast
 import json
 import math
 import operator
+from typing import Literal
 
 import jsonschema
 
@@ -234,10 +235,11 @@ class ToolUse(Pipeline):
     name = "tool-use"
     tasks = Pipeline.file_dep("identity/tool_tasks.jsonl")
     teacher = Pipeline.model_dep("teacher")
-    system = SYSTEM            # sent to the teacher, not kept in the sample; None sends none
+    system: str | None = SYSTEM  # sent to the teacher, not kept in the sample; None sends none
     max_tool_rounds = 5        # answers with tool calls per task; one more is too_many_tool_rounds
     require_tool_call = True   # an answer that used no tool at all is a no_tool_call error record
-    first_tool_choice = None   # tool_choice of the first request only: "required", or a tool's name
+    #: tool_choice of the first request only: "required", or a tool's name; None leaves it to the model
+    first_tool_choice: Literal["auto", "required", "calculator", "convert_units", "count_text"] | None = None
 
     def run(self):
         records = [json.loads(line) for line in self.tasks.read().splitlines() if line.strip()]

@@ -38,9 +38,9 @@ class WildchatTraining(Pipeline):
     conversations = Pipeline.dataset_dep("allenai/WildChat-1M", split="train", columns=COLUMNS)
     identity_model = Pipeline.model_dep("cubsfan-release-full")
 
-    language = "English"
+    language: str | None = "English"
     min_turns = 1
-    max_turns = None
+    max_turns: int | None = None
     exclude_toxic = True
     exclude_redacted = True
     dedupe_prompts = True

@@ -9,8 +9,13 @@
      "commit": "abc123", "shaping_version": "..."}
 
 `status`: "ok"; "partial" (--limit, or the cost cap stopped it); "failed" (the run failed: its
-outputs were not put in place, `failure` says why); "interrupted" (Ctrl-C). A run that stops
-before its first request (a missing file, an unknown model) is no run and is not recorded.
+outputs were not put in place, `failure` says why); "interrupted" (Ctrl-C). A run stopped by
+the checks made before it starts (a bad `--set`, a missing file_dep, an unknown model or
+provider, a bad run option) is no run and is not recorded; once it has started (the runner
+holds the pipeline's lock and calls `run()`), whatever stops it is recorded as failed: an
+error run() raises, including one of shaping's own (a `--set system_prompt_file` that names a
+missing file, an option run() refuses), a failed record past the threshold, a task that breaks
+its contract.
 The history is the project's, like the request cache: a run with `-o PATH` is recorded here
 too, its `output` saying where it wrote.
 `isf pipeline history NAME` shows it; `isf pipeline report NAME` plots success over runs.
@@ -119,8 +124,8 @@ def entry_for(name: str, *, manifest: Any = None, stats: Any = None, failure: st
 class RunHistory:
     """Around a run (`with RunHistory(...) as history: ...; history.result = result`): on the
     way out, one line for it, whatever became of it. Writing it never hides the run's own
-    outcome: a history that cannot be written is a warning on a good run, and nothing more on
-    a failed one."""
+    outcome: whatever goes wrong writing it is a warning on the run's result (a good run's, or
+    a failed run's where its error carries one), never an exception of its own."""
 
     def __init__(self, pipeline: Any, stats: Any, output: str | None = None) -> None:
         self.name = pipeline.name
@@ -152,6 +157,8 @@ class RunHistory:
                                         status=status, started_at=self.started_at,
                                         completed_at=datetime.now(timezone.utc),
                                         duration_s=time.monotonic() - self.started, output=self.output))
-        except (OSError, ValueError, TypeError) as problem:
-            if exc is None and self.result is not None:
-                self.result.warnings.append(f"the run history {self.path} was not written: {problem}")
+        except Exception as problem:  # noqa: BLE001 - whatever it is, the run's outcome stands
+            note = f"the run history {self.path} was not written: {type(problem).__name__}: {problem}"
+            warnings = getattr(self.result if exc is None else result, "warnings", None)
+            if isinstance(warnings, list):
+                warnings.append(note)

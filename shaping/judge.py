@@ -13,7 +13,9 @@ metadata under `name` ("judge"): `{"score", "rationale", "scale": [low, high]}`.
 fails (the request, or no valid JSON after the repairs) fails the record like any step.
 
 `quality = {"min_judge_score": N}` on the pipeline keeps samples whose `judge` score is under N
-out of the output: they go to training/data/rejected/NAME.jsonl, each with the reason. Samples
+out of the output: they go to training/data/rejected/NAME.jsonl, each with the reason (and,
+in a pipeline with prompt variants, its `variant` and the `record_id` it came from; a record
+without an "id" also as `input_data`). Samples
 without a verdict (made on a path that does not judge) are kept; `isf pipeline validate` counts
 them.
 `yield from self.judge_samples(model, samples, ...)` judges several samples with one yield.
@@ -31,7 +33,7 @@ from pydantic import BaseModel, Field, create_model
 
 from shaping.errors import PipelineError, TaskContractError
 from shaping.requests import ModelRequest, ModelResponse, model_request
-from shaping.samples import TrainingSample
+from shaping.samples import TrainingSample, encode_json
 
 SYSTEM = ("You evaluate training data for a language model. Judge only what the rubric asks, strictly and "
           "consistently; a perfect score is for an answer with nothing to improve. Answer with JSON only.")
@@ -154,4 +156,11 @@ def rejected_line(sample: TrainingSample, reason: str) -> bytes:
             "messages": [m.model_dump(mode="json", exclude_none=True) for m in sample.messages]}
     if sample.tools is not None:
         line["tools"] = sample.tools
+    if isinstance(variant := sample.metadata.get("variant"), str):  # prompt variants compare with it
+        line["variant"] = variant
+    if sample._source is not None:  # the record that made it (shaping.record_hooks)
+        record_id, record = sample._source
+        line["record_id"] = record_id
+        if not (isinstance(record, dict) and record.get("id") is not None):  # known by its position:
+            line["input_data"] = orjson.loads(encode_json(record))          # the record itself says which
     return orjson.dumps(line)

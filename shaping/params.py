@@ -16,17 +16,21 @@ dataclass's fields are its annotated attributes:
   `name`, `annotated`, `workers`, `dedupe`, `max_cost_usd`, `quality`..., are not parameters:
   the run flags set those);
 - a value of a simple type (str, int, float, bool, None, list, tuple, dict), or any value
-  with an annotation; dependencies, methods and properties never are;
+  with an annotation pydantic can check; dependencies, methods and properties never are, nor
+  an attribute annotated with a type pydantic has no schema for (`helper: Helper = Helper()`,
+  `list[Helper]`): that is an object of the pipeline's own, not a setting;
 - typed by the annotation when there is one, else by the default: `5` is an int, `0.5` a
   float, `"x"` text, `[1, 2]` a list of ints, `{"a": 0.5}` a dict of str to float; `None`
   without an annotation takes any value (JSON when it parses as JSON, else the text).
 
 `--set KEY=VALUE` parses VALUE by that type: integers, numbers, `true`/`false` (also yes/no,
 on/off, 1/0), text as it is, JSON for lists and dicts (a list also takes comma-separated
-values), and `none`/`null` where the type allows None. A run records every parameter's value
-in its manifest (`params`, and `params_set`: the names set for that run); `isf pipeline
-status` says STALE (`changed_params`) while the output was made with values other than those
-the class declares.
+values), and `none`/`null` where the type allows None. `true`/`false` are refused where the
+type has no bool in it (`batch_size=true` is an error, never 1), and nan and infinity
+everywhere (the manifest records JSON, which has neither). A run records every parameter's
+value in its manifest (`params`, a set as a sorted list; and `params_set`: the names set for
+that run); `isf pipeline status` says STALE (`changed_params`) while the output was made with
+values other than those the class declares.
 """
 
 from __future__ import annotations
@@ -34,13 +38,14 @@ from __future__ import annotations
 import difflib
 import inspect
 import json
+import math
 import sys
 import types
 import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Union
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import PydanticSchemaGenerationError, TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
 
 from shaping.errors import PipelineDefinitionError, ShapingError
@@ -86,13 +91,16 @@ class Param:
 
     def validate(self, value: Any, where: str) -> Any:
         """`value` (already a Python value) checked and converted to the parameter's type."""
+        if _has_bool(value) and not _takes_bool(self.type):  # True would pass as 1
+            raise ParamError(f"{where}: expected {expectation(self.type)}, got {short_repr(value, 60)}")
         try:
-            return self.adapter.validate_python(value)
+            checked = self.adapter.validate_python(value)
         except ValidationError as exc:
             if _constraint(exc) and not isinstance(value, (dict, list, tuple)):
                 raise ParamError(f"{where}: {short_repr(value, 60)} {_bound(exc)}") from None
             raise ParamError(f"{where}: expected {expectation(self.type)}, got {short_repr(value, 60)}"
                              f"{_detail(exc) if isinstance(value, (dict, list, tuple)) else ''}") from exc
+        return _finite(checked, where)
 
     def parse(self, raw: str) -> Any:
         """The value of `--set NAME=raw`, by the parameter's type; ParamError says what it expected."""
@@ -102,7 +110,7 @@ class Param:
             return None
         if kind is Any:
             try:
-                return json.loads(raw)
+                return _finite(json.loads(raw), where)
             except ValueError:
                 return raw
         candidates: list[Any] = [raw]
@@ -115,16 +123,62 @@ class Param:
         if _is_sequence(kind) and not raw.lstrip().startswith("["):
             candidates.append([part.strip() for part in raw.split(",")] if raw.strip() else [])
         last: ValidationError | None = None
+        takes_bool = _takes_bool(kind)
         for candidate in candidates:
+            if not takes_bool and _has_bool(candidate):  # JSON true would pass as 1
+                continue
             try:
-                return self.adapter.validate_python(candidate)
+                value = self.adapter.validate_python(candidate)
             except ValidationError as exc:
                 last = exc
+                continue
+            return _finite(value, where)
         structured = isinstance(parsed_json, (dict, list)) or (_is_sequence(kind) and len(candidates) > 1)
         if last is not None and _constraint(last) and not structured:
             raise ParamError(f"{where}: {_bound(last)}")
         detail = _detail(last) if last is not None and structured else ""
         raise ParamError(f"{where}: expected {expectation(kind)}{detail}")
+
+
+def _has_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, dict):
+        return any(_has_bool(k) or _has_bool(v) for k, v in value.items())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return any(_has_bool(v) for v in value)
+    return False
+
+
+def _takes_bool(kind: Any) -> bool:
+    """Whether `kind` names bool (or Any) anywhere: where it does not, a bool is refused rather
+    than taken as 1 or 0."""
+    kind = _strip(kind)
+    if kind is Any or kind is bool:
+        return True
+    origin = typing.get_origin(kind)
+    if origin is Literal:
+        return any(isinstance(a, bool) for a in _args(kind))
+    if origin is None:  # a class: numbers and text take no bool; anything else (a model, a bare
+        return kind not in (int, float, str, bytes, type(None), None)  # dict) may have one inside
+    return any(_takes_bool(a) for a in _args(kind) if a is not Ellipsis)
+
+
+def _finite(value: Any, where: str) -> Any:
+    """`value`, unless it holds nan or infinity: the manifest records JSON, which has neither."""
+    if _non_finite(value):
+        raise ParamError(f"{where}: should be a finite number (nan and infinity cannot be recorded)")
+    return value
+
+
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return any(_non_finite(v) for v in value)
+    return False
 
 
 _ADAPTERS: dict[Any, TypeAdapter] = {}
@@ -274,8 +328,21 @@ def expectation(kind: Any) -> str:
     return f"a value of type {type_label(kind)}"
 
 
+def _repr(value: Any) -> str:
+    """repr, with the items of sets in a fixed order (not the process's hash order)."""
+    if isinstance(value, (set, frozenset)) and value:
+        items = "{" + ", ".join(_repr(v) for v in sorted(value, key=lambda v: _sort_key(jsonable(v)))) + "}"
+        return items if isinstance(value, set) else f"frozenset({items})"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_repr(k)}: {_repr(v)}" for k, v in value.items()) + "}"
+    if type(value) in (list, tuple):
+        inner = ", ".join(_repr(v) for v in value)
+        return f"[{inner}]" if isinstance(value, list) else f"({inner}{',' if len(value) == 1 else ''})"
+    return repr(value)
+
+
 def short_repr(value: Any, width: int = 40) -> str:
-    text = repr(value)
+    text = _repr(value)
     text = " ".join(text.split())
     return text if len(text) <= width else text[:width - 3] + "..."
 
@@ -292,12 +359,37 @@ def _is_classvar(annotation: Any) -> bool:
     return annotation is ClassVar or typing.get_origin(annotation) is ClassVar
 
 
-def _evaluate(annotation: Any, klass: type) -> Any:
+def _annotations(klass: type) -> dict[str, Any]:
+    """The class's own annotations, evaluated where that works: all at once when every one
+    reads (`from __future__ import annotations` makes them text); else each stays text, read
+    alone by `_evaluate` when it is a parameter's (a private attribute's annotation that names
+    a TYPE_CHECKING import, say, is never read)."""
+    try:
+        return inspect.get_annotations(klass, eval_str=True)
+    except Exception:  # noqa: BLE001 - one unreadable annotation: read the parameters' one by one
+        return inspect.get_annotations(klass)
+
+
+def _evaluate(attr: str, annotation: Any, klass: type) -> Any:
+    """One annotation, evaluated as `inspect.get_annotations(klass, eval_str=True)` would (the
+    module's globals, the class's namespace)."""
     if not isinstance(annotation, str):
         return annotation
+
+    def holder() -> None: ...
+
+    holder.__annotations__ = {attr: annotation}
     module = sys.modules.get(klass.__module__)
-    namespace = dict(vars(module)) if module is not None else {}
-    return eval(annotation, namespace, dict(vars(klass)))  # noqa: S307 - the pipeline's own annotation
+    return inspect.get_annotations(holder, globals=dict(vars(module)) if module is not None else {},
+                                   locals=dict(vars(klass)), eval_str=True)[attr]
+
+
+def _shown(annotation: Any) -> str:
+    return repr(annotation) if isinstance(annotation, str) else type_label(annotation)
+
+
+def _first_line(text: str) -> str:
+    return short_text(text.strip().splitlines()[0] if text.strip() else text, 200)
 
 
 def declared_params(cls: type, base: type) -> dict[str, Param]:
@@ -313,7 +405,7 @@ def declared_params(cls: type, base: type) -> dict[str, Param]:
     for klass in reversed(cls.__mro__):
         if klass in base.__mro__:
             continue
-        annotations = inspect.get_annotations(klass)
+        annotations = _annotations(klass)
         for attr, value in vars(klass).items():
             if attr in methods and type(value) in SIMPLE:  # meant as a parameter, it would hide the method
                 raise PipelineDefinitionError(f"{where}: {attr} is a method of Pipeline; give the "
@@ -342,12 +434,15 @@ def declared_params(cls: type, base: type) -> dict[str, Param]:
                                                                                           staticmethod)):
                     continue
                 try:
-                    kind = _evaluate(annotation, klass)
+                    kind = _evaluate(attr, annotation, klass)
                     adapter = _adapter(kind)
+                except PydanticSchemaGenerationError:  # a type pydantic cannot check: not a parameter
+                    found.pop(attr, None)
+                    continue
                 except Exception as exc:  # noqa: BLE001 - any failure is the annotation's
                     raise PipelineDefinitionError(
-                        f"{where}: parameter {attr}: cannot read its annotation {annotation!r} "
-                        f"({type(exc).__name__}: {exc})") from exc
+                        f"{where}: parameter {attr}: cannot read its annotation {_shown(annotation)} "
+                        f"({type(exc).__name__}: {_first_line(str(exc))})") from exc
                 try:
                     adapter.validate_python(value)
                 except ValidationError as exc:
@@ -358,14 +453,54 @@ def declared_params(cls: type, base: type) -> dict[str, Param]:
     return found
 
 
+def _sort_key(value: Any) -> tuple[int, Any]:
+    """Numbers by value, then text, then anything else by its JSON."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, value)
+    if isinstance(value, str):
+        return (1, value)
+    return (2, json.dumps(value, sort_keys=True, default=str))
+
+
+def _sorted(items: Any) -> list[Any]:
+    return sorted((_ordered(v) for v in items), key=lambda v: _sort_key(jsonable(v)))
+
+
+def _ordered(value: Any) -> Any:
+    """`value` with every set and frozenset a sorted list: a set's own order is its hash order,
+    which PYTHONHASHSEED changes from one process to the next."""
+    if isinstance(value, (set, frozenset)):
+        return _sorted(value)
+    if isinstance(value, dict):
+        return {k: _ordered(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_ordered(v) for v in value]
+    return value
+
+
 def jsonable(value: Any) -> Any:
-    """A parameter's value as the manifest records it (JSON: dict keys become strings)."""
-    return json.loads(json.dumps(to_jsonable_python(value, fallback=str)))
+    """A parameter's value as the manifest records it (JSON: dict keys become strings, a set a
+    sorted list, so the record is the same in every process)."""
+    return json.loads(json.dumps(to_jsonable_python(_ordered(value), fallback=str)))
 
 
 def same_value(a: Any, b: Any) -> bool:
-    """Whether two parameter values are the same once recorded as JSON."""
-    return jsonable(a) == jsonable(b)  # as JSON, compared as values: 1 and 1.0 are the same
+    """Whether two parameter values are the same once recorded as JSON (1 and 1.0 are; a list
+    recorded for a set is compared as a set's items, whatever order it was written in)."""
+    return jsonable(_as_sets(a, b)) == jsonable(_as_sets(b, a))
+
+
+def _as_sets(value: Any, other: Any) -> Any:
+    """`value` with its items sorted wherever `other` holds a set (a record written before sets
+    were sorted holds a list in some hash order there)."""
+    if isinstance(other, (set, frozenset)) or isinstance(value, (set, frozenset)):
+        return _sorted(value) if isinstance(value, (list, tuple, set, frozenset)) else value
+    if isinstance(value, dict) and isinstance(other, dict):
+        keys = {str(k): v for k, v in other.items()}
+        return {k: _as_sets(v, keys.get(str(k))) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and isinstance(other, (list, tuple)) and len(value) == len(other):
+        return [_as_sets(v, o) for v, o in zip(value, other)]
+    return value
 
 
 # -- --set --------------------------------------------------------------------------------------

@@ -297,7 +297,9 @@ class Pipeline:
 
     def variant(self, record: Any = None) -> tuple[str, Any]:
         """This record's prompt variant: `(name, value)` from `variants`, a function of the
-        record's id (left out: the record the task works on). See shaping.variants."""
+        record's id. Left out, or the task's own record: by the id the run knows that record by
+        (its "id", else its position); another string or number is taken as an id. See
+        shaping.variants.variant_for."""
         from shaping.variants import variant_for
 
         return variant_for(self, record)

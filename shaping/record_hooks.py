@@ -1,6 +1,7 @@
 """What a run adds around each record's task: which record and which try is running (for
 `self.variant()` and `self.feedback.retrying`), the progressive retry of
-`Pipeline.feedback(progressive=True)`, and the variant in each sample's metadata.
+`Pipeline.feedback(progressive=True)`, and the variant in each sample's metadata (and the
+record on each sample, for the rejected file: shaping.judge.rejected_line).
 
 The runner hands `record_driver(pipeline)` to the dispatcher, which drives every record through
 it instead of `shaping.dispatch.driver.drive` (nothing is handed when the pipeline declares
@@ -29,6 +30,8 @@ class Current(NamedTuple):
     record_id: str
     #: 0: the first try; 1: the progressive retry
     attempt: int = 0
+    #: the record itself, as the task gets it (`Pipeline.variant(record)` tells it from an id)
+    record: Any = None
 
 
 _CURRENT: ContextVar[Current | None] = ContextVar("shaping_current_record", default=None)
@@ -53,7 +56,7 @@ def record_driver(pipeline: Any) -> Callable[..., Any] | None:
     async def drive_record(task: Any, record: Any, record_id: str, answer: Any) -> Any:
         from shaping.dispatch.driver import drive
 
-        token = _CURRENT.set(Current(record_id, 0))
+        token = _CURRENT.set(Current(record_id, 0, record))
         try:
             outcome = await drive(task, record, record_id, answer)
             if retry_on is not None and outcome.error_type in retry_on:
@@ -64,6 +67,7 @@ def record_driver(pipeline: Any) -> Callable[..., Any] | None:
             variant = variant_of(record_id, names)
             for sample in outcome.samples:
                 sample.metadata.setdefault("variant", variant)
+                sample._source = (record_id, record)  # the rejected file names the record by it
         return outcome
 
     return drive_record
@@ -77,7 +81,7 @@ async def _retry(drive: Any, task: Any, record: Any, record_id: str, answer: Any
         marked = request.model_copy(update={"metadata": {**request.metadata, "feedback_retry": 1}})
         return answer(marked, offset + step)
 
-    _CURRENT.set(Current(record_id, 1))
+    _CURRENT.set(Current(record_id, 1, record))
     second = await drive(task, record, record_id, again)
     second.raw_steps[:0] = first.raw_steps
     for i in range(len(first.raw_steps), len(second.raw_steps)):

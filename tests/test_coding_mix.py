@@ -191,3 +191,35 @@ def test_coding_distillation_runs_through_isf_on_the_mock(tmp_path):
         assert sample["metadata"] == {"category": record.category, "area": record.area,
                                       "language": record.language, "source": record.source}
         assert sample["metadata"]["area"] in AREAS
+
+
+def test_ids_stay_unique_past_the_pools_with_shares_on_target(generator):
+    records = generator.sample(10_000, seed=7)
+    ids = [r.id for r in records]
+    assert len(set(ids)) == 10_000
+    repeats = [r for r in records if re.search(r"-r\d+$", r.id)]
+    assert repeats and {r.category for r in repeats} >= {"git_workflows"}  # the smallest pools repeat first
+    first = {r.id: r.prompt for r in records if not re.search(r"-r\d+$", r.id)}
+    for r in repeats:  # a repeat is its first's prompt, under its first's id and the repeat's number
+        assert first[r.id.rsplit("-r", 1)[0]] == r.prompt
+    targets = generator.targets()
+    by_category = Counter(r.category for r in records)
+    assert all(abs(by_category[c] / 10_000 - t) < 0.02 for c, t in targets.items())
+    assert [r.id for r in generator.sample(200, seed=7)] == ids[:200]  # the default run's ids are as before
+    # without areas (the draw by source): past both pools too
+    from shaping.prompts.sources import load_curated, load_templates
+
+    small = [f for f in load_templates(SHIPPED.parent / "templates") if f.category in ("git_workflows", "sql_data")]
+    curated = [p for p in load_curated(SHIPPED.parent / "curated") if p.category in ("git_workflows", "sql_data")]
+    flat = PromptGenerator(small, curated, existing_weight=0.3)
+    drawn = flat.sample(3000, seed=1)
+    assert len({r.id for r in drawn}) == 3000 and len({r.prompt for r in drawn}) < 3000
+
+
+def test_coding_distillation_with_a_large_count_through_set(tmp_path):
+    root = scratch_project(tmp_path)
+    result = isf(root, "pipeline", "run", "coding-distillation", "-q", "--no-annotate", "--set", "count=2500",
+                 timeout=300)
+    assert result.returncode == 0, result.stderr
+    samples = read_jsonl(root / "training" / "data" / "coding-distillation.jsonl")
+    assert len(samples) == 2500 and len({s["id"] for s in samples}) == 2500

@@ -142,3 +142,50 @@ def test_the_report_without_a_history_has_no_plot(tmp_path):
     assert isf(tmp_path, "pipeline", "report", "hist").returncode == 0
     html = (tmp_path / "training/data/hist.report.html").read_text()
     assert "history-plot" not in html and "<svg" in html  # the histograms are still there
+
+
+def test_a_history_that_cannot_be_written_never_replaces_the_runs_outcome(tmp_path, monkeypatch):
+    """Whatever goes wrong writing the line (not only OSError), a good run stays good with a
+    warning, and a failed run's own error is the one raised."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    import shaping.history as history_module
+    from shaping.errors import RunFailedError
+    from shaping.history import RunHistory
+
+    def broken(path, entry):
+        raise RuntimeError("the history store is in a bad mood")
+
+    monkeypatch.setattr(history_module, "append", broken)
+    pipeline = SimpleNamespace(name="hist", project=SimpleNamespace(root=tmp_path))
+    result = SimpleNamespace(manifest=None, warnings=[])
+    with RunHistory(pipeline, None) as history:
+        history.result = result
+    assert len(result.warnings) == 1 and "the run history" in result.warnings[0]
+    assert "RuntimeError: the history store is in a bad mood" in result.warnings[0]
+
+    with pytest.raises(RunFailedError, match="the run's own failure"):
+        with RunHistory(pipeline, None):
+            raise RunFailedError("the run's own failure")
+    with pytest.raises(KeyError):
+        with RunHistory(pipeline, None):
+            raise KeyError("a bug in run()")
+
+
+def test_an_error_of_shapings_own_in_run_is_a_failed_run_and_a_bad_set_is_no_run(tmp_path):
+    """As the module says: the checks before a run starts record nothing; once run() is called,
+    a ShapingError it raises (a missing file named by a parameter) is recorded as failed."""
+    write_project(tmp_path)
+    (tmp_path / "pipelines" / "hist.py").write_text(PIPELINE.replace("FAILING", "'none'").replace(
+        "    def run(self):\n", "    prompt_file = 'prompts/there.md'\n\n    def run(self):\n"
+                               "        self.read_project_file(self.prompt_file, 'prompt_file')\n"))
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "there.md").write_text("x")
+    assert isf(tmp_path, "pipeline", "run", "hist", "-q", "--set", "nope=1").returncode == 1
+    assert not (tmp_path / "training/.history/hist.jsonl").exists()
+    missing = isf(tmp_path, "pipeline", "run", "hist", "-q", "--set", "prompt_file=prompts/gone.md")
+    assert missing.returncode == 1 and "prompt_file: prompts/gone.md not found" in missing.stderr
+    [failed] = history(tmp_path)
+    assert failed["status"] == "failed" and "prompts/gone.md not found" in failed["failure"]

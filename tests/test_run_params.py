@@ -109,6 +109,15 @@ def test_set_values_reach_the_pipeline_typed(proj):
     ("style=medium", ["--set style=medium: expected one of 'short', 'long'"]),
     ("weights=[1]", ["--set weights=[1]: expected a JSON object (dict[str, float])"]),
     ('weights={"a": "lots"}', ["expected a JSON object", "a: Input should be a valid number"]),
+    ("count=true", ["--set count=true: expected an integer"]),
+    ("count=false", ["--set count=false: expected an integer"]),
+    ("ratio=true", ["--set ratio=true: expected a number"]),
+    ("weights={\"a\": true}", ["expected a JSON object (dict[str, float])"]),
+    ("ratio=nan", ["--set ratio=nan: should be a finite number"]),
+    ("ratio=inf", ["--set ratio=inf: should be a finite number"]),
+    ("ratio=-Infinity", ["--set ratio=-Infinity: should be a finite number"]),
+    ("weights={\"a\": NaN}", ["should be a finite number"]),
+    ("extra=NaN", ["--set extra=NaN: should be a finite number"]),
     ("count", ["--set count: expected KEY=VALUE", "its parameters: count (int, 3)"]),
     ("cnt=1", ["--set: pipeline 'params' has no parameter 'cnt' (did you mean 'count'?)",
                "its parameters: count (int, 3), extra (any, None), loud (bool, False), ratio (float, 0.5), "
@@ -303,3 +312,137 @@ def test_recorded_values_compare_as_json_values():
     assert same_value({-2: 0.2, 1: 1}, {"1": 1.0, "-2": 0.2})  # what the manifest holds after JSON
     assert same_value((1, 2), [1, 2]) and same_value(1, 1.0)
     assert not same_value({"a": 1}, {"a": 2}) and not same_value("1", 1)
+
+
+SET_PIPELINE = '''
+from shaping.pipeline import Pipeline, TrainingSample, model_request
+
+
+class Sets(Pipeline):
+    name = "sets"
+    judge = Pipeline.model_dep("judge")
+    tags: set[str] = {"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"}
+    frozen: frozenset[int] = frozenset({30, 1, 200, 4})
+    nested: dict[str, set[str]] = {"k": {"x", "y", "z", "w"}}
+
+    def run(self):
+        return self.run_task(self.task, records=[{"id": "a"}])
+
+    def task(self, record):
+        reply = yield model_request("hi", model=self.judge)
+        return TrainingSample(id="a", messages=[{"role": "user", "content": "hi"}, reply.as_message()])
+'''
+
+
+def test_a_set_parameter_is_recorded_sorted_and_current_whatever_the_hash_seed(tmp_path):
+    import os
+
+    write_project(tmp_path)
+    (tmp_path / "pipelines" / "sets.py").write_text(SET_PIPELINE)
+
+    def isf_seeded(seed, *args):
+        return subprocess.run([sys.executable, "-m", "shaping.cli", *args], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=60, env={**os.environ, "PYTHONHASHSEED": seed, "COLUMNS": "200"})
+
+    assert isf_seeded("1", "pipeline", "run", "sets", "-q").returncode == 0
+    recorded = manifest(tmp_path, "sets")["params"]
+    assert recorded["tags"] == sorted(recorded["tags"]) and len(recorded["tags"]) == 8
+    assert recorded["frozen"] == [1, 4, 30, 200] and recorded["nested"] == {"k": ["w", "x", "y", "z"]}
+    for seed in ("2", "3", "4", "5", "6"):
+        result = isf_seeded(seed, "pipeline", "status", "sets", "--json")
+        assert result.returncode == 0, result.stderr
+        state = json.loads(result.stdout)[0]
+        assert state["state"] == "CURRENT", (seed, state["reasons"])
+
+
+def test_same_value_takes_sets_in_any_order():
+    from shaping.params import jsonable, same_value
+
+    assert jsonable({"c", "a", "b"}) == ["a", "b", "c"] and jsonable(frozenset({3, 1, 2})) == [1, 2, 3]
+    assert same_value(["b", "a", "c"], {"a", "b", "c"})  # a manifest written in another hash order
+    assert not same_value(["a", "b"], {"a", "b", "c"}) and not same_value(["a", "a"], {"a"})
+    # a record written in hash order, before sets were sorted, nested too
+    assert same_value({"k": ["z", "x", "y"]}, {"k": {"x", "y", "z"}}) and same_value([["b", "a"]], [{"a", "b"}])
+    assert not same_value({"k": ["x"]}, {"k": {"x", "y"}})
+
+
+HELPER_PIPELINE = '''
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from shaping.pipeline import Pipeline, TrainingSample, model_request
+
+if TYPE_CHECKING:
+    from somewhere import Client
+
+
+class Helper:
+    def greet(self):
+        return "hi"
+
+
+class WithHelper(Pipeline):
+    name = "with-helper"
+    judge = Pipeline.model_dep("judge")
+    helper: Helper = Helper()            # a type with no schema: not a parameter
+    helpers: list[Helper] = []           # nor a list of them
+    _client: Client | None = None        # private: its annotation is never read
+    size: int = 1
+
+    def run(self):
+        return self.run_task(self.task, records=[{"id": str(i)} for i in range(self.size)])
+
+    def task(self, record):
+        reply = yield model_request(self.helper.greet(), model=self.judge)
+        return TrainingSample(id=record["id"], messages=[{"role": "user", "content": "hi"}, reply.as_message()])
+'''
+
+
+def test_an_attribute_of_a_type_without_a_schema_is_not_a_parameter(tmp_path):
+    write_project(tmp_path)
+    (tmp_path / "pipelines" / "with_helper.py").write_text(HELPER_PIPELINE)
+    listed = isf(tmp_path, "pipeline", "list", "--params")
+    assert listed.returncode == 0 and listed.stderr == "", listed.stderr
+    assert "size: int = 1" in listed.stdout and "helper:" not in listed.stdout and "helpers:" not in listed.stdout
+    one_line_error(isf(tmp_path, "pipeline", "run", "with-helper", "--set", "helper=x"),
+                   "has no parameter 'helper' (helper is a setting of the class, not a parameter)")
+    assert isf(tmp_path, "pipeline", "run", "with-helper", "-q", "--set", "size=2").returncode == 0
+    assert manifest(tmp_path, "with-helper")["params"] == {"size": 2}
+
+
+def test_an_unreadable_annotation_of_a_parameter_is_one_line():
+    with pytest.raises(PipelineDefinitionError) as caught:
+        class Unreadable(Pipeline):
+            name = "unreadable"
+            size: "NoSuchType" = 3  # noqa: F821
+
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1
+    assert "pipeline 'unreadable': parameter size: cannot read its annotation 'NoSuchType'" in message
+    assert "NameError" in message
+
+
+def test_bools_and_non_finite_numbers_only_where_the_type_takes_them(project):
+    class Typed(Pipeline):
+        name = "typed-bools"
+        count = 3
+        ratio = 0.5
+        loud = False
+        flags: dict[str, bool] = {}
+        either: int | bool = 0
+        extra = None
+
+        def run(self):
+            return []
+
+    params = Typed.parameters()
+    assert params["loud"].parse("true") is True and params["flags"].parse('{"a": true}') == {"a": True}
+    assert params["either"].parse("true") is True and params["extra"].parse("true") is True
+    assert params["count"].parse("1") == 1 and params["ratio"].parse("1e3") == 1000.0
+    pipeline = Typed(project)
+    with pytest.raises(ParamError, match="parameter count: expected an integer, got True"):
+        pipeline.set_params(count=True)
+    with pytest.raises(ParamError, match="parameter ratio: should be a finite number"):
+        pipeline.set_params(ratio=float("inf"))
+    assert pipeline.param_values()["count"] == 3

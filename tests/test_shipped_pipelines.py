@@ -371,3 +371,57 @@ def test_honesty_shuffle_is_stable_for_a_seed(honesty_mock, tmp_path):
     first, again, other = ids("shuffle_seed=3", name="a"), ids("shuffle_seed=3", name="b"), ids("shuffle_seed=4", name="c")
     assert len(in_order) == 24 and sorted(first) == sorted(in_order) == sorted(other)
     assert first == again and first != in_order and first != other
+
+
+# -- the shipped pipelines' parameters take only values they can use ------------------------------
+
+def shipped_params(name):
+    return discover(Project.load(REPO))[name].cls.parameters()
+
+
+@pytest.mark.parametrize("name, key, raw, fragment", [
+    ("wildchat-training", "max_turns", "abc", "expected an integer, or none"),
+    ("wildchat-training", "min_turns", "abc", "expected an integer"),
+    ("tool-use", "first_tool_choice", "bogus", "expected one of 'auto', 'required', 'calculator'"),
+    ("reasoning-distillation", "reasoning_format", "xml", "expected one of 'field', 'inline'"),
+    ("coding-distillation", "count", "0", "should be greater than or equal to 1"),
+    ("coding-distillation", "existing_weight", "1.5", "should be less than or equal to 1"),
+    ("reasoning-distillation", "count", "-3", "should be greater than or equal to 1"),
+    ("honesty-dataset", "reward_distribution", '{"5": 1}', "should be less than or equal to 2"),
+    ("honesty-dataset", "reward_distribution", '{"2": -1}', "should be greater than or equal to 0"),
+])
+def test_shipped_parameters_refuse_values_they_cannot_use(name, key, raw, fragment):
+    from shaping.params import ParamError
+
+    with pytest.raises(ParamError, match=fragment.replace("(", r"\(")) as caught:
+        shipped_params(name)[key].parse(raw)
+    assert len(str(caught.value).splitlines()) == 1
+
+
+def test_shipped_parameters_take_the_values_they_document():
+    wildchat, tools = shipped_params("wildchat-training"), shipped_params("tool-use")
+    assert wildchat["max_turns"].parse("3") == 3 and wildchat["max_turns"].parse("none") is None
+    assert wildchat["language"].parse("none") is None and wildchat["language"].parse("French") == "French"
+    assert tools["first_tool_choice"].parse("count_text") == "count_text"
+    assert tools["first_tool_choice"].parse("required") == "required" and tools["system"].parse("none") is None
+    assert shipped_params("reasoning-distillation")["system"].parse("null") is None
+    assert shipped_params("honesty-dataset")["reward_distribution"].parse('{"-2": 1, "2": 3}') == {-2: 1.0, 2: 3.0}
+
+
+def test_honesty_bad_reward_distribution_is_one_line_before_any_request(honesty_mock):
+    done, _ = isf_honesty(honesty_mock, 'reward_distribution={"5": 1}')
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode != 0 and len(lines) == 1 and "reward_distribution" in lines[0], done.stderr
+    data = honesty_mock / "training" / "data"
+    assert not data.exists() or not list(data.glob("**/*.*"))  # nothing written
+    # set in Python (no --set to check it): run() says so before any request
+    from shaping.params import ParamError
+
+    project = Project.load(honesty_mock)
+    for bad, fragment in (({5: 1.0}, "levels -2 to 2, got 5"), ({-2: 0.0, 2: 0.0}, "at least one weight above 0")):
+        pipeline = discover(project)["honesty-dataset"].cls(project)
+        pipeline.reward_distribution = bad
+        with pytest.raises(ParamError, match=fragment) as caught:
+            run_pipeline(pipeline, limit=1, use_cache=False)
+        assert len(str(caught.value).splitlines()) == 1
+        assert not (honesty_mock / "training/data/honesty-dataset.jsonl").exists()

@@ -120,20 +120,24 @@ def validate_cmd(ctx: click.Context, name: str) -> None:
     out.print(Text(f"all {len(judged)} checks passed{note}", style="green"))
 
 
-def variant_figures(data: Any, cls: type) -> list:
-    """Each prompt variant's figures (shaping.quality.variants); none declared or seen: []."""
-    from shaping.quality.variants import compare_variants
+def variant_figures(data: Any, cls: type) -> Any:
+    """The prompt variants' comparison (shaping.quality.variants): figures and a line; none
+    declared or seen: neither."""
+    from shaping.quality.variants import variant_comparison
     from shaping.variants import variant_names
 
-    return compare_variants(data, variant_names(cls))
+    return variant_comparison(data, variant_names(cls))
 
 
 def print_variants(data: Any, cls: type) -> None:
     """The prompt variants side by side (shaping.variants), when there are any."""
     from shaping.quality.variants import COLUMNS
 
-    figures = variant_figures(data, cls)
+    comparison = variant_figures(data, cls)
+    figures = comparison.figures
     if not figures:
+        if comparison.note:
+            out.print(Text(comparison.note), soft_wrap=True)
         return
     table = Table(box=None, padding=(0, 1), pad_edge=False, header_style="bold", title="variants",
                   title_justify="left", title_style="bold")
@@ -143,6 +147,8 @@ def print_variants(data: Any, cls: type) -> None:
         row = figure.row()
         table.add_row(*(Text(row[key]) for key, _ in COLUMNS))
     out.print(table)
+    if comparison.note:
+        out.print(Text(comparison.note, style="dim"), soft_wrap=True)
 
 
 @pipeline.command("errors")

@@ -32,6 +32,8 @@ How a draw goes:
   category applies to (a template file's own `languages`, else all of them) for which one of its
   templates has values. Languages a template file names that `[languages]` does not weigh (such
   as "any" or "SQL") are drawn evenly.
+A repeated prompt gets an id of its own, its first's with `-r2`, `-r3`... (the repeat's number),
+so the records' ids stay unique at any count.
 The same seed gives the same records.
 """
 
@@ -107,6 +109,27 @@ def _record(prompt: str, category: str, area: str | None, language: str, source:
     digest = hashlib.sha1(prompt.encode()).hexdigest()[:12]
     return PromptRecord(id=given_id or f"{source[0]}-{digest}", prompt=prompt, category=category, area=area,
                         language=language, source=source)
+
+
+def _unique_ids(records: list[PromptRecord]) -> list[PromptRecord]:
+    """`records` with each repeat of a prompt given an id of its own: its first's with `-r2`,
+    `-r3`... (the next number still free), so a run's record ids stay unique at any count."""
+    used = {r.id for r in records}
+    times: dict[str, int] = {}
+    seen: set[str] = set()
+    out = []
+    for record in records:
+        if record.id in seen:
+            n = times.get(record.id, 1)
+            while (candidate := f"{record.id}-r{n + 1}") in used:
+                n += 1
+            times[record.id] = n + 1
+            used.add(candidate)
+            record = record.model_copy(update={"id": candidate})
+        else:
+            seen.add(record.id)
+        out.append(record)
+    return out
 
 
 def _pick(rng: random.Random, items: list[str], weight: Callable[[str], float]) -> str:
@@ -241,7 +264,7 @@ class PromptGenerator:
         for category in sorted(pools):
             pools[category].reset(rng)
         draw = self._sample_by_category if self.areas else self._sample_by_source
-        return draw(count, share, rng, pools)
+        return _unique_ids(draw(count, share, rng, pools))
 
     def _sample_by_category(self, count: int, share: float, rng: random.Random,
                             pools: dict[str, _Pool]) -> list[PromptRecord]:

@@ -174,8 +174,10 @@ def run_checks(data: Dataset, limits: Thresholds) -> list[Check]:
                         problems=tuple(f"sample {s.get('id')}: roles {_roles(s)}" for s in bad_order)))
 
     errors = len(data.errors)
-    rate = _rate(errors, errors + n)
-    checks.append(Check("error rate", rate <= limits.max_error_rate, f"{errors} errors ({rate:.1%})",
+    # of the records (a record may make several samples); without a manifest, samples stand in
+    records = data.manifest.counts.records if data.manifest is not None and data.manifest.counts.records else errors + n
+    rate = _rate(errors, records)
+    checks.append(Check("error rate", rate <= limits.max_error_rate, f"{errors} of {records} records ({rate:.1%})",
                         f"<= {limits.max_error_rate:.1%}"))
     checks.append(dedupe_check(data, limits))
     checks.append(judge_check(data, limits))

@@ -202,10 +202,10 @@ def _dedupe(data: Dataset, result: Any) -> dict[str, Any] | None:
 
 
 def render(data: Dataset, checks: list[Check], max_samples: int = 300, dedupe: Any = None,
-           history: list[dict[str, Any]] | None = None, variants: list[Any] | None = None) -> str:
+           history: list[dict[str, Any]] | None = None, variants: Any = None) -> str:
     """`dedupe`: what dedupe would remove (checks.dedupe_preview), shown with examples;
     `history`: the pipeline's runs (shaping.history), plotted; `variants`: the prompt variants'
-    figures (shaping.quality.variants), side by side."""
+    comparison (shaping.quality.variants.Comparison, or a list of its figures), side by side."""
     n, errors = len(data.samples), len(data.errors)
     failed = [c for c in checks if not c.passed]
     manifest = data.manifest
@@ -248,7 +248,8 @@ def render(data: Dataset, checks: list[Check], max_samples: int = 300, dedupe: A
         checks=[_check(c) for c in checks],
         dedupe=_dedupe(data, dedupe),
         history=_history_plot(history),
-        variants=[v.row() for v in variants or ()],
+        variants=[v.row() for v in getattr(variants, "figures", variants) or ()],
+        variants_note=getattr(variants, "note", None),
         histograms=histograms,
         errors=[{"kind": kind, "count": len(items), "example": str(items[0].get("id")),
                  "message": str(items[0].get("message"))[:300]} for kind, items in errors_by_type(data).items()],
