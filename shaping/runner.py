@@ -127,7 +127,8 @@ def run_pipeline(
     `executor="ray"` runs the tasks on a Ray cluster (`address`, default: local) with the same
     outputs (see shaping.ray_executor). `max_cost` (USD; default: the pipeline's `max_cost_usd`)
     caps what the run spends: see shaping.dispatch.budget. `batch` puts every model whose
-    provider has a batch API in batch mode (as `batch = true` in a model's table does): see
+    provider has a batch API, and that is served by the provider's own API (or is local), in batch
+    mode (as `batch = true` in a model's table does; a warning names those left online): see
     shaping.dispatch.batch.
     """
     name = pipeline.name
@@ -146,10 +147,15 @@ def run_pipeline(
     check_dataset_deps(pipeline)
     models = {}
     batch_models: list[str] = []  # in batch mode (shaping.dispatch.batch)
+    online: dict[str, str] = {}  # models --batch left online: why
     for attr, dep in pipeline.model_deps.items():  # unknown model or provider, bad options: fail now
         model = project.resolved(dep.model_name)   # (keys are read when a model first sends)
         if model.batched(batch):
             batch_models.append(dep.model_name)
+        elif batch:
+            from shaping.providers.batch import left_online
+
+            online[dep.model_name] = left_online(model.name, model.config, model.provider_cls) or "not batched"
         models[attr] = model.state
     check_batch_mode(batch_models, executor, use_cache, pipeline.max_cost_usd if max_cost is None else max_cost)
     cap = pipeline.max_cost_usd if max_cost is None else max_cost
@@ -161,6 +167,9 @@ def run_pipeline(
         remove_leftovers(paths.samples.parent, name)
         cache = RequestCache(project.cache_dir) if use_cache else None
         stats = stats or RunStats()
+        if online:
+            stats.warnings.append("--batch left " + ", ".join(f"'{m}' ({why})" for m, why in online.items())
+                                  + " online; a model whose server has a batch API takes batch = true in its table")
         try:
             with RunHistory(pipeline, stats, project.relative(paths.samples)) as history:  # one line a run
                 result = history.result = _run_locked(

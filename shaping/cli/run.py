@@ -109,8 +109,9 @@ def run_options(fn: Any) -> Any:
                           "the exit code 3, and the next run resumes from the cache. Needs prices."),
         click.option("--batch", is_flag=True,
                      help="Send run_task's requests through the provider's batch API (half price, answered "
-                          "within 24 h), round by round, for every model whose provider has one (as batch = true "
-                          "in a model's table does); query() stays online. A killed run re-attaches to its "
+                          "within 24 h), round by round, for every model served by its provider's own API (as "
+                          "batch = true in a model's table does; one on another host stays online); query() "
+                          "stays online. A killed run re-attaches to its "
                           "batches (isf batch list)."),
         click.option("--dry-run", "dry_run", is_flag=True,
                      help="Send nothing: count the requests and tokens a run would send, per model, and "

@@ -1,7 +1,8 @@
 """Batch mode: a model's `run_task` requests go through its provider's batch API, round by round.
 
 A model is in batch mode when its shaping.toml table says `batch = true`, or the run was asked
-for `--batch` and its provider has a batch API (`shaping.providers.batch.BatchAPI`). Its
+for `--batch`, its provider has a batch API (`shaping.providers.batch.BatchAPI`) and it is
+served by that provider's own API or is local (`shaping.providers.batch.batched`). Its
 `query()` calls stay online. Nothing here knows which provider it talks to.
 
 Rounds. Every record of the run is taken at once (up to `BATCH_RECORDS`, or `workers` if more)
@@ -23,9 +24,14 @@ yield goes in batches a minute apart. A large `batch_gather_s` keeps the rounds 
 Failures. An item that errored in a way a retry may fix (a 5xx or 429 inside the batch, an
 overloaded or rate-limited result), that expired, or that is missing from the results goes
 into the next round, up to the model's `max_retries`; then it is the record's error, with the
-provider's message. Items the API refuses outright (a 400) fail at once, as online. A batch
-someone cancelled fails its unanswered items (`batch_cancelled`), unless it was an earlier
-run's: then they are simply asked again.
+provider's message. Items the API refuses outright (a 400) fail at once, as online; a batch
+that failed validation naming its bad lines fails only those, and the rest go into the next
+round. A batch someone cancelled fails its unanswered items (`batch_cancelled`), unless it was
+an earlier run's: then they are simply asked again. A batch whose status or results cannot be
+read (after retries, or an answer the provider cannot parse) fails its waiting requests with
+the reason and stays open: the next run reads it. A second request for a key already waiting
+(the same record and step asked twice) shares the first one's answer; a batch never holds a
+custom_id twice.
 
 Resume. Before a batch is submitted its tag and every request's custom_id (the request's cache
 key) are committed to training/.cache/batches.sqlite (shaping.dispatch.batch_store), and the
@@ -34,7 +40,12 @@ the model's open batches: a request whose custom_id is in one of them waits on t
 (it is polled, its results read into the cache) instead of going into a new one. A request is
 never in two open batches, and nothing is paid twice. A submission killed between the
 provider's answer and the commit of its id is looked up by its tag where the API keeps
-metadata (OpenAI); otherwise the run warns and asks those requests again.
+metadata (OpenAI); otherwise the run warns and asks those requests again. Likewise a create
+whose answer was lost (a timeout, a reset) is looked up by its tag before it is tried again;
+where the API cannot look one up (Anthropic), only a create that provably made nothing (no
+connection, or an HTTP error answer) is tried again, and the others fail their requests with
+the reason rather than risk paying twice. Answers are marked read only once committed: a
+results stream that breaks is read again from the start, skipping what was taken.
 """
 
 from __future__ import annotations
@@ -49,7 +60,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from shaping.error_types import ErrorType
-from shaping.dispatch.batch_store import SUBMITTING, BatchStore
+from shaping.dispatch.batch_store import SUBMITTING, BatchStore, ItemRow
 from shaping.dispatch.cache import RequestCache, request_text, text_row
 from shaping.dispatch.channel import cost_of
 from shaping.dispatch.stats import BatchInfo, RunStats
@@ -64,9 +75,11 @@ BATCH_RECORDS = 100_000
 READ_CHUNK = 1_000
 #: room left in a batch's byte limit for what wraps the items
 BYTES_MARGIN = 1024
-#: a submission with no batch id this old was interrupted (a younger one may be under way in
-#: another process, a run of another pipeline with this model)
+#: a submission with no batch id this old was interrupted (a younger one of another pipeline
+#: may be under way in another process; this pipeline's own runs hold its RunLock)
 ABANDONED_S = 3600.0
+#: the status of a batch whose status or results could not be read: it stays open
+UNREADABLE = "unreadable"
 
 
 class Activity:
@@ -192,6 +205,8 @@ class _Item:
     response: ModelResponse | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
     cancelled: bool = False  # its record stopped waiting
+    #: later requests for the same key, which share this one's answer (it is asked once)
+    twins: list["_Item"] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -203,10 +218,13 @@ class _Batch:
     pipeline: str  # whose requests it holds (an answer no record waits on is cached as theirs)
     keys: list[str]
     waiters: dict[str, _Item] = field(default_factory=dict)
+    #: answers committed to the cache (or failures handed over): never taken twice
     read: set[str] = field(default_factory=set)
     state: BatchState | None = None
     reattached: bool = False
     following: bool = False
+    #: its items as stored (an earlier run's answers no record waits on): loaded once, while read
+    stored: dict[str, ItemRow] | None = None
 
     @property
     def id(self) -> str | None:
@@ -238,7 +256,9 @@ class BatchChannel:
         self._pending: list[_Item] = []
         self._pending_bytes = 0
         self._arrived = anyio.Event()
+        self._oldest = 0.0  # when the first request waiting now was queued
         self._batches: dict[str, _Batch] = {}  # custom_id -> the open batch it is in
+        self._live: dict[str, _Item] = {}  # custom_id -> the item asking for it (queued or in a batch)
 
     async def open(self) -> None:
         """Load this model's open batches (an earlier run's), confirming any submission that
@@ -247,8 +267,9 @@ class BatchChannel:
             batch_id = row.batch_id
             if row.state == SUBMITTING:
                 batch_id = await self._confirm(row.tag, row.created_at)
-                if batch_id is None and time.time() - row.created_at < ABANDONED_S:
-                    continue  # another process's submission, under way: its own to record
+                if (batch_id is None and row.pipeline != self.pipeline
+                        and time.time() - row.created_at < ABANDONED_S):
+                    continue  # another pipeline's run may be submitting it now: its own to record
                 if batch_id is None:
                     self.store.drop(row.tag)
                     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(row.created_at))
@@ -280,9 +301,13 @@ class BatchChannel:
         item = _Item(key, record_id, step, request_text(messages, params), time.monotonic(), request)
         self.activity.wait_started(record_id)
         try:
+            live = self._live.get(key)
             batch = self._batches.get(key)
-            if batch is not None and key not in batch.read:
+            if live is not None:  # asked already, not yet answered: one answer for both
+                live.twins.append(item)
+            elif batch is not None and key not in batch.read:  # in an open batch (not yet committed)
                 item.attempts = 1
+                self._live[key] = item
                 batch.waiters[key] = item
                 if not batch.following:
                     batch.following = True
@@ -293,21 +318,37 @@ class BatchChannel:
             await item.done.wait()
         finally:
             if item.response is None:  # cancelled while waiting
-                item.cancelled = True
-                if item in self._pending:
-                    self._pending.remove(item)
-                    self._pending_bytes -= len(item.line) + 1
-                batch = self._batches.get(key)
-                if batch is not None and batch.waiters.get(key) is item:
-                    del batch.waiters[key]  # its answer, when it comes, is kept all the same
+                self._abandon(item)
                 self.activity.wait_done(record_id)
         response = item.response
         self.stats.record_response(self.name, response, batch=response.is_success)
         return response
 
-    def _queue(self, item: _Item) -> None:
-        if item.cancelled:
+    def _abandon(self, item: _Item) -> None:
+        """`item`'s record stopped waiting: it leaves the queue (or its batch's waiters), unless
+        it carries a twin's request."""
+        item.cancelled = True
+        leader = self._live.get(item.key)
+        if leader is not None and item in leader.twins:
+            leader.twins.remove(item)
+            if not leader.cancelled:
+                return
+            item = leader
+        if item.twins:
             return
+        if self._live.get(item.key) is item:
+            del self._live[item.key]
+        if item in self._pending:
+            self._pending.remove(item)
+            self._pending_bytes -= len(item.line) + 1
+        batch = self._batches.get(item.key)
+        if batch is not None and batch.waiters.get(item.key) is item:
+            del batch.waiters[item.key]  # its answer, when it comes, is kept all the same
+
+    def _queue(self, item: _Item) -> None:
+        if item.cancelled and not item.twins:
+            return
+        self._live[item.key] = item
         if not item.line:
             try:
                 item.line = self.api.batch_item(item.key, item.llm)
@@ -339,7 +380,25 @@ class BatchChannel:
             response.model = self.config.model
 
     def _deliver(self, item: _Item, response: ModelResponse) -> None:
-        if item.cancelled or item.response is not None:
+        """The answer to `item`'s request: to its record and to its twins' (as a cache hit would
+        be: paid once)."""
+        if item.response is not None:
+            return
+        if self._live.get(item.key) is item:
+            del self._live[item.key]
+        twins, item.twins = item.twins, []
+        for twin in twins:
+            copy = response.model_copy(deep=True)
+            copy.cached = copy.is_success
+            twin.attempts = item.attempts
+            self._hand(twin, copy)
+        if item.cancelled:
+            item.response = response
+        else:
+            self._hand(item, response)
+
+    def _hand(self, item: _Item, response: ModelResponse) -> None:
+        if item.response is not None:
             return
         self._finish(item, response)
         item.response = response
@@ -365,9 +424,9 @@ class BatchChannel:
             if not self._pending:
                 self._arrived = anyio.Event()
                 await self._arrived.wait()
-            deadline = self._oldest + self.config.batch_gather_s
             while self._pending and not self.activity.idle:
-                remaining = deadline - anyio.current_time()
+                # from the oldest request waiting now (a full batch that went early took the others)
+                remaining = self._oldest + self.config.batch_gather_s - anyio.current_time()
                 if remaining <= 0:
                     break
                 with anyio.move_on_after(remaining):
@@ -395,11 +454,23 @@ class BatchChannel:
     # -- a batch's life: submitted, polled, read ---------------------------------------------
 
     async def _submit(self, items: list[_Item], round_: int) -> None:
+        unique: dict[str, _Item] = {}
+        for item in items:  # a custom_id once per batch (a second item for a key shares the first's answer)
+            if item.cancelled and not item.twins:
+                continue  # no one waits on it any more
+            first = unique.setdefault(item.key, item)
+            if first is not item:
+                first.twins += [item, *item.twins]
+                item.twins = []
+        items = list(unique.values())
+        if not items:
+            return
         tag = secrets.token_hex(8)
+        since = time.time()
         for item in items:
             item.attempts += 1
         info = BatchInfo(model=self.name, tag=tag, requests=len(items), round=round_)
-        batch = _Batch(tag, info, self.pipeline, [i.key for i in items], {i.key: i for i in items}, following=True)
+        batch = _Batch(tag, info, self.pipeline, list(unique), unique, following=True)
         self.stats.batches[tag] = info
         self.store.begin(tag, self.pipeline, self.name, self.config.provider or "", round_,
                          [(i.key, i.record_id, i.step, i.request) for i in items])
@@ -407,9 +478,10 @@ class BatchChannel:
             self._batches[key] = batch
         self.activity.batch_in_flight(round_, 1)
         try:
-            state, error = await self._create(tag, [i.line for i in items])
-            if error is not None:  # never created: the requests fail with the reason
-                self.store.drop(tag)
+            state, error, unsure = await self._create(tag, [i.line for i in items], since)
+            if error is not None:  # not created (or not known to be): the requests fail with the reason
+                if not unsure:
+                    self.store.drop(tag)
                 self._forget(batch)
                 info.status, info.done = "not created", True
                 for item in list(batch.waiters.values()):
@@ -423,7 +495,12 @@ class BatchChannel:
             if batch.state is None:  # not created (or cancelled while creating)
                 self.activity.batch_in_flight(round_, -1)
 
-    async def _create(self, tag: str, lines: list[bytes]) -> tuple[BatchState | None, ResponseError | None]:
+    async def _create(self, tag: str, lines: list[bytes],
+                      since: float) -> tuple[BatchState | None, ResponseError | None, bool]:
+        """(state, None, False) once the batch is created and its id recorded; else (None, the
+        error, whether the batch may exist all the same: its row is kept for the next run to
+        look up). A create that got no answer may have made the batch: it is looked up by its
+        tag before another try, or, where the API cannot look one up, not tried again."""
         tries = 0
         while True:
             tries += 1
@@ -431,15 +508,50 @@ class BatchChannel:
                 with anyio.CancelScope(shield=True):  # a batch created is a batch recorded
                     state = await self.api.create_batch(lines, tag)
                     self.store.submitted(tag, state.id, state.status)
-                return state, None
+                return state, None, False
             except BatchCallError as exc:
                 error = exc.error
-            except Exception as exc:  # a provider bug: as the online channel does, no retry
+                # no connection, or an HTTP error answer: nothing was created
+                maybe = not exc.unsent and error.status_code is None
+            except Exception as exc:  # a provider bug (its answer unreadable?): as online, no retry
                 error = ResponseError(type=ErrorType.PROVIDER, message=f"{type(exc).__name__}: {exc}")
+                maybe = True
+            if maybe:
+                if not self.api.finds_batches:
+                    error.retryable = False
+                    error.message = (f"{error.message}; the batch may have been created all the same, so it is not "
+                                     f"submitted again (that could pay twice): check the provider's batch list")
+                    return None, error, False
+                found, problem = await self._look_up(tag, since)
+                if found is not None:  # it was created: the lost answer's batch is this run's
+                    with anyio.CancelScope(shield=True):
+                        self.store.submitted(tag, found, "submitted")
+                    return BatchState(id=found, status="submitted"), None, False
+                if problem is not None:
+                    error.retryable = False
+                    error.message = (f"{error.message}; whether the batch was created could not be looked up "
+                                     f"({problem}): the next run looks it up by its tag")
+                    return None, error, True
             if not error.retryable or tries > self.config.max_retries:
                 if tries > 1:
                     error.message = f"{error.message} (gave up after {tries} attempts)"
-                return None, error
+                return None, error, False
+            await anyio.sleep(self._backoff(tries, error.retry_after))
+
+    async def _look_up(self, tag: str, since: float) -> tuple[str | None, str | None]:
+        """(the id of the batch created with `tag`, None), (None, None) when there is none, or
+        (None, why) when the provider could not say."""
+        tries = 0
+        while True:
+            try:
+                return await self.api.find_batch(tag, since), None
+            except BatchCallError as exc:
+                error = exc.error
+            except Exception as exc:
+                return None, f"{type(exc).__name__}: {exc}"
+            tries += 1
+            if not error.retryable or tries > self.config.max_retries:
+                return None, error.message
             await anyio.sleep(self._backoff(tries, error.retry_after))
 
     def _backoff(self, tries: int, retry_after: float | None) -> float:
@@ -480,14 +592,17 @@ class BatchChannel:
                 return await self.api.get_batch(batch.id)
             except BatchCallError as exc:
                 error = exc.error
-            except Exception as exc:
-                error = ResponseError(type=ErrorType.PROVIDER, message=f"{type(exc).__name__}: {exc}", retryable=True)
+            except Exception as exc:  # an answer the provider cannot read: no poll will change it
+                return BatchState(id=batch.id, status=UNREADABLE, ended=True, error=ResponseError(
+                    type=ErrorType.PROVIDER, retryable=False,
+                    message=f"model '{self.name}': the status of batch {batch.id} could not be read "
+                            f"({type(exc).__name__}: {exc}); the batch stays open (isf batch list)"))
             if error.status_code == 404:
                 return BatchState(id=batch.id, status="not found", ended=True, error=ResponseError(
                     type=ErrorType.BATCH_MISSING, retryable=True,
                     message=f"batch {batch.id} is not known to the provider: {error.message}"))
             if not error.retryable:  # 401, 403: no poll will change it; the batch stays open for a later run
-                return BatchState(id=batch.id, status="unreadable", ended=True, error=error)
+                return BatchState(id=batch.id, status=UNREADABLE, ended=True, error=error)
             tries += 1
             await anyio.sleep(min(self.provider.batch_poll_s, self._backoff(tries, error.retry_after)))
 
@@ -499,33 +614,21 @@ class BatchChannel:
 
     async def _read(self, batch: _Batch, state: BatchState) -> None:
         """Commit each answer to the cache and hand it to its record; what has no result is
-        retried (or fails); then the batch is closed."""
+        retried (or fails); then the batch is closed, unless its results could not be read:
+        then it stays open for the next run."""
         failure = state.error
-        if failure is None:
-            tries = 0
-            while True:
-                try:
-                    chunk: list[tuple[str, ModelResponse]] = []
-                    async for custom_id, response in self.api.batch_results(state):
-                        if custom_id in batch.read:
-                            continue
-                        batch.read.add(custom_id)
-                        chunk.append((custom_id, response))
-                        if len(chunk) >= READ_CHUNK:
-                            await self._take(batch, chunk)
-                            chunk = []
-                    await self._take(batch, chunk)
-                    break
-                except BatchCallError as exc:
-                    tries += 1
-                    if not exc.error.retryable or tries > self.config.max_retries:
-                        why = f"the batch's results could not be read: {exc.error.message}"
-                        failure = exc.error.model_copy(update={"retryable": True, "message": why})
-                        break
-                    await anyio.sleep(self._backoff(tries, exc.error.retry_after))
-        for key, item in list(batch.waiters.items()):
-            if key in batch.read:
-                continue
+        keep_open = state.status == UNREADABLE
+        if failure is not None and state.refused and self._refused(batch, state):
+            failure = None  # only the lines named failed; nothing ran, nothing to read
+        elif failure is None:
+            error = await self._results(batch, state)
+            if error is not None:
+                keep_open = True
+                failure = error.model_copy(update={"retryable": False, "message": (
+                    f"model '{self.name}': the results of batch {batch.id} could not be read ({error.message}); the "
+                    f"batch stays open: the next run reads them (isf batch list)")})
+        batch.stored = None
+        for key, item in list(batch.waiters.items()):  # (what was read was handed over: none of these)
             del batch.waiters[key]
             if failure is not None:
                 response = ModelResponse(model=self.config.model, error=failure.model_copy())
@@ -536,17 +639,68 @@ class BatchChannel:
                 response = item_error(ErrorType.BATCH_MISSING, f"batch {batch.id}: no result for this request",
                                       retryable=True)
             self._retry_or_fail(item, batch, response)
-        if state.status != "unreadable":
+        if not keep_open:
             self.store.close(batch.tag)
             self._forget(batch)
             batch.info.done = True
 
+    async def _results(self, batch: _Batch, state: BatchState) -> ResponseError | None:
+        """Read the batch's results, a chunk at a time; a stream that breaks is read again from
+        the start (what was taken is skipped). The error that stopped it for good, if any."""
+        tries = 0
+        while True:
+            results = aiter(self.api.batch_results(state))
+            chunk: dict[str, ModelResponse] = {}
+            error = None
+            while True:
+                try:
+                    custom_id, response = await anext(results)
+                except StopAsyncIteration:
+                    break
+                except BatchCallError as exc:
+                    error = exc.error
+                    break
+                except Exception as exc:  # an answer the provider cannot read: it would be again
+                    error = ResponseError(type=ErrorType.PROVIDER, message=f"{type(exc).__name__}: {exc}",
+                                          retryable=False)
+                    break
+                if custom_id in batch.read or custom_id in chunk:
+                    continue
+                chunk[custom_id] = response
+                if len(chunk) >= READ_CHUNK:
+                    await self._take(batch, list(chunk.items()))
+                    chunk = {}
+            await self._take(batch, list(chunk.items()))  # what came before a break is good
+            if error is None:
+                return None
+            tries += 1
+            if not error.retryable or tries > self.config.max_retries:
+                return error
+            await anyio.sleep(self._backoff(tries, error.retry_after))
+
+    def _refused(self, batch: _Batch, state: BatchState) -> bool:
+        """A batch that failed validation naming its bad lines ran none of its requests: those
+        named fail, the others go into the next round (this try not counted). False when no
+        line named is one of its requests (then the batch as a whole failed)."""
+        if not any(0 < line <= len(batch.keys) for line in state.refused):
+            return False
+        lines = {key: number for number, key in enumerate(batch.keys, 1)}
+        for key, item in list(batch.waiters.items()):
+            del batch.waiters[key]
+            error = state.refused.get(lines.get(key, 0))
+            if error is not None:
+                self._deliver(item, ModelResponse(model=self.config.model, error=error.model_copy()))
+            else:
+                item.attempts = max(0, item.attempts - 1)
+                self._queue(item)
+        return True
+
     async def _take(self, batch: _Batch, chunk: list[tuple[str, ModelResponse]]) -> None:
-        """A chunk of results: answers committed in one transaction, then handed over."""
+        """A chunk of results: answers committed in one transaction, marked read, then handed
+        over. (Until then a request for one of them waits on this batch.)"""
         if not chunk:
             return
         rows = []
-        orphans = None
         for custom_id, response in chunk:
             if not response.is_success:
                 continue
@@ -558,9 +712,9 @@ class BatchChannel:
                                      response))
                 continue
             # no record of this run waits on it (an earlier run's request): kept all the same
-            if orphans is None:
-                orphans = self.store.items(batch.tag)
-            known = orphans.get(custom_id)
+            if batch.stored is None:
+                batch.stored = self.store.items(batch.tag)
+            known = batch.stored.get(custom_id)
             if known is not None:
                 response.latency_s = 0.0
                 rows.append(text_row(custom_id, batch.pipeline, self.name, known.record_id, known.step,
@@ -568,6 +722,7 @@ class BatchChannel:
         if rows:
             self.cache.put_rows(rows)
             self._on_store()
+        batch.read.update(custom_id for custom_id, _ in chunk)
         for custom_id, response in chunk:
             item = batch.waiters.pop(custom_id, None)
             if item is None:

@@ -135,7 +135,9 @@ class BatchStore:
         return BatchRow(*row) if row else None
 
     def keys(self, tag: str) -> list[str]:
-        return [row[0] for row in self._db.execute("SELECT custom_id FROM batch_items WHERE tag = ?", (tag,))]
+        """The batch's custom_ids in the order they were submitted (its lines)."""
+        return [row[0] for row in
+                self._db.execute("SELECT custom_id FROM batch_items WHERE tag = ? ORDER BY rowid", (tag,))]
 
     def items(self, tag: str) -> dict[str, ItemRow]:
         return {row[0]: ItemRow(*row[1:]) for row in

@@ -131,7 +131,8 @@ class Dispatcher:
         #: batch API in it (--batch), as `batch = true` in a model's table does; `take_all`
         #: takes every record at once (up to BATCH_RECORDS): the pipeline uses a batch model
         self.batch = batch
-        self._tracked = batch or take_all or any(m.batch for m in project.config.models.values())
+        # records' waits are counted only where a round can form: a model_dep in batch mode, or --batch
+        self._tracked = batch or take_all
         self._take_all = take_all
         self._activity: Activity | None = None
         self._batch_store: BatchStore | None = None

@@ -57,13 +57,15 @@ PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
 
 class TransportError(Exception):
     """No usable HTTP answer: `kind` is timeout, connection_error, tls_error or bad_response;
-    retryable as the kind is unless said."""
+    retryable as the kind is unless said. `unsent`: it failed while connecting, so the server
+    cannot have acted on the request (a batch API's create may be asked again)."""
 
-    def __init__(self, kind: ErrorType, message: str, retryable: bool | None = None) -> None:
+    def __init__(self, kind: ErrorType, message: str, retryable: bool | None = None, unsent: bool = False) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.retryable = kind.retryable if retryable is None else retryable
+        self.unsent = unsent
 
 
 class StatusError(Exception):
@@ -215,6 +217,11 @@ class Client:
     def _error(self, exc: rq.PyreqwestError) -> TransportError:
         """The client's error as a TransportError: what happened, never a header value."""
         causes = [c["message"] for c in (getattr(exc, "details", None) or {}).get("causes") or []]
+        error = self._classify(exc, causes)
+        error.unsent = any(c.startswith("client error (Connect)") for c in causes)  # no connection: nothing sent
+        return error
+
+    def _classify(self, exc: rq.PyreqwestError, causes: list[str]) -> TransportError:
         detail = causes[-1] if causes else exc.message
         connecting = any(c.startswith("client error (Connect)") for c in causes)
         where = self.where
@@ -394,7 +401,8 @@ class HTTPProvider(Provider):
             payload = body if body is None or isinstance(body, bytes) else orjson.dumps(body)
             response = await self._api().call(method, url, payload, form)
         except TransportError as exc:
-            raise BatchCallError(self.failure(exc.kind, exc.message, retryable=exc.retryable).error) from exc
+            raise BatchCallError(self.failure(exc.kind, exc.message, retryable=exc.retryable).error,
+                                 unsent=exc.unsent) from exc
         if response.status >= 300:
             raise BatchCallError(self.http_failure(response.status, response.body, response.headers, response.reason,
                                                    self.base_url, shown).error)

@@ -153,6 +153,12 @@ class MockProvider(BatchAPI, Provider):
     async def get_batch(self, batch_id: str) -> BatchState:
         return self._batch_state(batch_id)
 
+    finds_batches = True  # its ids are made from the tag
+
+    async def find_batch(self, tag: str, since: float) -> str | None:
+        batch_id = f"mockbatch_{tag}"
+        return batch_id if batch_id in self._batches else None
+
     async def cancel_batch(self, batch_id: str) -> BatchState:
         batch = self._known(batch_id)
         if time.monotonic() < batch.ends_at:

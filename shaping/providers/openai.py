@@ -37,6 +37,10 @@ FINISH_REASONS = {"stop": "stop", "length": "length", "tool_calls": "tool_calls"
 BATCH_ENDPOINT = "/v1/chat/completions"
 #: the batch metadata key that holds shaping's tag for a submission
 TAG_KEY = "shaping_tag"
+#: batches asked for a page when one is looked up by its tag (the API's most)
+FIND_PAGE = 100
+#: how far the provider's clock may be behind ours when a batch is looked up by its tag
+CLOCK_SLACK_S = 600
 #: base URLs whose server enforces `response_format` (the schema need not be in the prompt)
 HONOURS_RESPONSE_FORMAT = ("https://api.openai.com/",)
 
@@ -55,6 +59,7 @@ class OpenAIProvider(BatchAPI, HTTPProvider):
     Options = OpenAIOptions
     #: Batch API: a JSONL file of up to 50,000 requests or 200 MB
     batch_limits = BatchLimits(50_000, 200 * 10**6)
+    finds_batches = True  # by the tag in its metadata
 
     @property
     def honours_response_format(self) -> bool:
@@ -133,16 +138,25 @@ class OpenAIProvider(BatchAPI, HTTPProvider):
         return self._batch_state(await self.api_call("POST", f"/batches/{batch_id}/cancel"))
 
     async def find_batch(self, tag: str, since: float) -> str | None:
-        data = await self.api_call("GET", "/batches?limit=100")
-        for batch in data.get("data") or []:
-            if (batch.get("metadata") or {}).get(TAG_KEY) == tag:
-                return batch["id"]
-        return None
+        """The batch whose metadata holds `tag`, created since `since`: the list (newest first)
+        is read page by page until a batch older than that."""
+        oldest = since - CLOCK_SLACK_S
+        after = None
+        while True:
+            data = await self.api_call("GET", f"/batches?limit={FIND_PAGE}" + (f"&after={after}" if after else ""))
+            page = data.get("data") or []
+            for batch in page:
+                if (batch.get("metadata") or {}).get(TAG_KEY) == tag:
+                    return batch["id"]
+            if not page or not data.get("has_more") or min(int(b.get("created_at") or 0) for b in page) < oldest:
+                return None
+            after = data.get("last_id") or page[-1]["id"]
 
     def _batch_state(self, data: dict[str, Any]) -> BatchState:
         status = data["status"]
         counts = data.get("request_counts") or {}
         error = None
+        refused: dict[int, ResponseError] = {}
         if status == "failed":  # validation of the file failed: no result per request
             errors = (data.get("errors") or {}).get("data") or []
             message = "; ".join(f"{e.get('code')}: {e.get('message')}" + (f" (line {e['line']})" if e.get("line") else "")
@@ -151,12 +165,21 @@ class OpenAIProvider(BatchAPI, HTTPProvider):
             retryable = any(e.get("code") == "token_limit_exceeded" for e in errors)
             error = ResponseError(type=ErrorType.BATCH_FAILED, message=self.scrub(f"batch {data['id']} failed: {message}"),
                                   retryable=retryable)
+            if errors and all(isinstance(e.get("line"), int) for e in errors):  # bad lines, named: only they fail
+                for e in errors:
+                    line = e["line"]
+                    said = f"{e.get('code')}: {e.get('message')}"
+                    if line in refused:
+                        refused[line].message += f"; {self.scrub(said)}"
+                    else:
+                        refused[line] = ResponseError(type=ErrorType.BAD_REQUEST, retryable=False, message=self.scrub(
+                            f"batch {data['id']} refused this request (line {line}): {said}"))
         return BatchState(
             id=data["id"], status=status, ended=status in ("completed", "failed", "expired", "cancelled"),
             total=int(counts.get("total") or 0), succeeded=int(counts.get("completed") or 0),
             failed=int(counts.get("failed") or 0),
             results=[f for f in (data.get("output_file_id"), data.get("error_file_id")) if f],
-            error=error, cancelled=status in ("cancelling", "cancelled"))
+            error=error, refused=refused, cancelled=status in ("cancelling", "cancelled"))
 
     async def batch_results(self, state: BatchState) -> AsyncIterator[tuple[str, ModelResponse]]:
         for file_id in state.results:

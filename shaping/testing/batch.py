@@ -10,20 +10,25 @@ endpoints), on one port, answering from the request body alone.
 OpenAI: POST /v1/files (multipart, purpose=batch) -> a file; POST /v1/batches {input_file_id,
 endpoint, completion_window, metadata} -> a batch, in progress for `delay_s`, then completed (or
 expired, when an item expired), with output_file_id and error_file_id; GET /v1/batches/{id},
-GET /v1/batches, POST /v1/batches/{id}/cancel, GET /v1/files/{id}/content (JSONL).
+GET /v1/batches (newest first, paged: `limit`, `after`, `has_more`; at most `page_size` a page),
+POST /v1/batches/{id}/cancel, GET /v1/files/{id}/content (JSONL).
 Anthropic: POST /v1/messages/batches {requests: [{custom_id, params}]}, GET
 /v1/messages/batches/{id}, its results_url (JSONL), POST /v1/messages/batches/{id}/cancel.
 
 The answer to a request is `answer_text(api, body)` (its model and last user turn, with a digest
 of the whole body): the same online and in a batch. Injected per item (`fail`): "errored" (a 500
 / overloaded_error: retryable), "invalid" (a 400 / invalid_request_error), "expired", "missing"
-(no line for it in the results); each rule applies to the first `times` batches a custom_id is
-in. Every response body the fake sends is kept in `sent` (path, JSON) so that tests can check
-them against the SDKs' response models.
+(no line for it in the results), "refused" (OpenAI: the whole batch fails validation, its
+`errors` naming that item's line, and runs nothing; Anthropic: as "invalid"); each rule applies
+to the first `times` batches a custom_id is in. `hang_creates`: the next that many batch
+creations are made, then their answer is held back `hang_s` seconds (a client that times out
+first never hears the batch's id). Every response body the fake sends is kept in `sent` (path,
+JSON) so that tests can check them against the SDKs' response models.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import json
@@ -123,6 +128,11 @@ class BatchServer(BackgroundServer):
     sent: list[tuple[str, Any]] = field(default_factory=list)
     #: called with each batch as it is created, before the answer goes back (a test kills the client)
     on_create: Callable[[FakeBatch], None] | None = None
+    #: the next this many batch creations: the batch is made, its answer held back `hang_s`
+    hang_creates: int = 0
+    hang_s: float = 2.0
+    #: the most batches GET /v1/batches lists a page, whatever `limit` asks (OpenAI: 100)
+    page_size: int = 100
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -140,7 +150,7 @@ class BatchServer(BackgroundServer):
         return f"http://127.0.0.1:{self.port}"
 
     def fail(self, kind: str, match: Match, times: int = 1) -> None:
-        assert kind in ("errored", "invalid", "expired", "missing"), kind
+        assert kind in ("errored", "invalid", "expired", "missing", "refused"), kind
         with self._lock:
             self._rules.append([kind, match, times])
 
@@ -207,6 +217,13 @@ class BatchServer(BackgroundServer):
             self.on_create(batch)
         return batch
 
+    async def _hang(self) -> None:
+        """Hold back a creation's answer (`hang_creates`): the batch exists already."""
+        with self._lock:
+            hang, self.hang_creates = self.hang_creates > 0, max(0, self.hang_creates - 1)
+        if hang:
+            await asyncio.sleep(self.hang_s)
+
     # -- online -----------------------------------------------------------------------------
 
     async def _openai_online(self, request: web.Request) -> web.Response:
@@ -255,6 +272,7 @@ class BatchServer(BackgroundServer):
         lines = [json.loads(line) for line in content.splitlines() if line.strip()]
         batch = self._new_batch("openai", "batch_", [(line["custom_id"], line["body"]) for line in lines],
                                 metadata=body.get("metadata"), input_file_id=body["input_file_id"])
+        await self._hang()
         return self._json(request, self._openai_batch(batch))
 
     def _openai_status(self, batch: FakeBatch, now: float) -> str:
@@ -262,26 +280,35 @@ class BatchServer(BackgroundServer):
             return "cancelled"
         if not batch.ended(now):
             return "in_progress"
+        if "refused" in batch.fates.values():
+            return "failed"
         return "expired" if "expired" in batch.fates.values() else "completed"
 
     def _openai_batch(self, batch: FakeBatch) -> dict:
         now = time.time()
         status = self._openai_status(batch, now)
         done = status not in ("in_progress",)
-        if done and batch.output_file_id is None:
+        errors = None
+        if status == "failed":  # validation: the refused lines named, nothing run
+            errors = {"object": "list", "data": [
+                {"code": "invalid_request", "line": n, "param": "body.messages",
+                 "message": "injected refusal: this line is not a valid request"}
+                for n, (cid, _) in enumerate(batch.items, 1) if batch.fates.get(cid) == "refused"]}
+        elif done and batch.output_file_id is None:
             self._openai_outputs(batch)
-        answered = sum(1 for cid, _ in batch.items if cid not in batch.fates) if done else 0
-        failed = sum(1 for kind in batch.fates.values() if kind != "missing") if done else 0
+        answered = sum(1 for cid, _ in batch.items if cid not in batch.fates) if done and not errors else 0
+        failed = sum(1 for kind in batch.fates.values() if kind != "missing") if done and not errors else 0
         if batch.cancelled_at is not None:
             failed = len(batch.items) - answered
         return {
-            "id": batch.id, "object": "batch", "endpoint": "/v1/chat/completions", "errors": None,
+            "id": batch.id, "object": "batch", "endpoint": "/v1/chat/completions", "errors": errors,
             "input_file_id": batch.input_file_id, "completion_window": "24h", "status": status,
             "output_file_id": batch.output_file_id if done else None,
             "error_file_id": batch.error_file_id if done else None,
             "created_at": int(batch.created_at), "in_progress_at": int(batch.created_at),
             "expires_at": int(batch.created_at) + 86400,
             "completed_at": int(now) if status == "completed" else None,
+            "failed_at": int(batch.ends_at) if status == "failed" else None,
             "expired_at": int(now) if status == "expired" else None,
             "cancelled_at": int(batch.cancelled_at) if batch.cancelled_at else None,
             "request_counts": {"total": len(batch.items), "completed": answered, "failed": failed},
@@ -333,8 +360,14 @@ class BatchServer(BackgroundServer):
     async def _openai_list(self, request: web.Request) -> web.Response:
         if (denied := self._denied(request, "openai")) is not None:
             return denied
-        data = [self._openai_batch(b) for b in reversed(self.of("openai"))]
-        return self._json(request, {"object": "list", "data": data, "has_more": False,
+        batches = list(reversed(self.of("openai")))  # newest first
+        after = request.query.get("after")
+        if after is not None:
+            ids = [b.id for b in batches]
+            batches = batches[ids.index(after) + 1:] if after in ids else []
+        limit = min(int(request.query.get("limit", 20)), 100, self.page_size)
+        data = [self._openai_batch(b) for b in batches[:limit]]
+        return self._json(request, {"object": "list", "data": data, "has_more": len(batches) > limit,
                                     "first_id": data[0]["id"] if data else None,
                                     "last_id": data[-1]["id"] if data else None})
 
@@ -372,6 +405,7 @@ class BatchServer(BackgroundServer):
         body = await request.json()
         self.creates.append(("anthropic", body))
         batch = self._new_batch("anthropic", "msgbatch_", [(r["custom_id"], r["params"]) for r in body["requests"]])
+        await self._hang()
         return self._json(request, self._anthropic_batch(batch))
 
     def _anthropic_batch(self, batch: FakeBatch) -> dict:
@@ -398,7 +432,10 @@ class BatchServer(BackgroundServer):
 
     @staticmethod
     def _anthropic_fate(batch: FakeBatch, custom_id: str) -> str | None:
-        return "cancelled" if batch.cancelled_at is not None else batch.fates.get(custom_id)
+        if batch.cancelled_at is not None:
+            return "cancelled"
+        fate = batch.fates.get(custom_id)
+        return "invalid" if fate == "refused" else fate
 
     async def _anthropic_get(self, request: web.Request) -> web.Response:
         if (denied := self._denied(request, "anthropic")) is not None:
