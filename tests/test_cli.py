@@ -1,4 +1,6 @@
-"""`isf` as a user runs it: a subprocess in a temporary project, files read back."""
+"""`isf` as a user runs it, in a temporary project, files read back: in this process through
+click's runner (`isf`), and where a separate process matters (start-up, signals, the installed
+script) as a subprocess (`isf_process`)."""
 
 import os
 import subprocess
@@ -44,6 +46,22 @@ if __name__ == "__main__":
 
 
 def isf(cwd, *args, timeout=60):
+    """`isf ARGS` in `cwd`, in this process (click's runner: the same command, its output and
+    exit code, without a second second of imports); `isf_process` runs the real executable."""
+    import contextlib
+
+    from click.testing import CliRunner
+
+    from shaping.cli import main
+
+    with contextlib.chdir(cwd):
+        result = CliRunner().invoke(main, list(args), env={"COLUMNS": "200"}, catch_exceptions=True)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess([ISF, *args], result.exit_code, result.stdout, result.stderr)
+
+
+def isf_process(cwd, *args, timeout=60):
     return subprocess.run([ISF, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "COLUMNS": "200"})
 
@@ -202,3 +220,11 @@ def test_debug_shows_the_chain_of_causes_and_still_ends_on_the_one_line(proj):
     assert debug.returncode == 1 and lines[-1] == plain.stderr.strip()
     assert "TOMLDecodeError" in debug.stderr and "The above exception was the direct cause" in debug.stderr
     assert "Traceback (most recent call last)" in debug.stderr
+
+
+def test_the_installed_script_runs_as_a_process(proj):
+    """The other tests run `isf` in this process; this one the installed executable."""
+    listed = isf_process(proj, "pipeline", "list")
+    assert listed.returncode == 0 and "demo" in listed.stdout
+    bad = isf_process(proj, "pipeline", "run", "nope")
+    assert bad.returncode == 1 and bad.stderr.startswith("error: unknown pipeline 'nope'")
