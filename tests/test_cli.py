@@ -202,8 +202,12 @@ def test_bad_shaping_toml_names_the_field(proj):
 
 
 def test_the_shipped_example_pipeline_runs(tmp_path):
+    import shutil
+
+    for part in ("shaping.toml", "pipelines", "identity"):  # a copy: the run's cache and history go there
+        (shutil.copytree if (REPO / part).is_dir() else shutil.copy)(REPO / part, tmp_path / part)
     out = tmp_path / "identity-qa.jsonl"
-    result = isf(REPO, "pipeline", "run", "identity-qa", "-o", str(out))
+    result = isf(tmp_path, "pipeline", "run", "identity-qa", "-o", str(out))
     assert result.returncode == 0, result.stderr
     samples = read_jsonl(out)
     assert len(samples) == 8 and all(len(s["steps"]) == 4 for s in samples)

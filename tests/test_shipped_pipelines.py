@@ -19,8 +19,19 @@ from shaping.testing import LoopbackServer
 REPO = Path(__file__).resolve().parents[1]
 
 
+def repo_copy(folder):
+    """The repository's project (shaping.toml, pipelines, identity) copied into `folder`: a run
+    writes its lock, cache and history there, never into the repository."""
+    if not (folder / "shaping.toml").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        for part in ("shaping.toml", "pipelines", "identity"):
+            (shutil.copytree if (REPO / part).is_dir() else shutil.copy)(REPO / part, folder / part)
+        shutil.rmtree(folder / "pipelines" / "__pycache__", ignore_errors=True)
+    return Project.load(folder)
+
+
 def run_shipped(name, tmp_path, limit=3, **attrs):
-    project = Project.load(REPO)
+    project = repo_copy(tmp_path / "project")
     pipeline = discover(project)[name].cls(project)
     for key, value in attrs.items():
         setattr(pipeline, key, value)
