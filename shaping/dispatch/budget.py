@@ -44,8 +44,7 @@ class Budget:
         self._paid_cost = 0.0
         self._holds = 0
         self._held = 0.0
-        self._running = 0  # records taken and not yet done
-        self._used: dict[str, float] = {}  # running record -> what it has spent and holds
+        self._used: dict[str, float] = {}  # each running record (taken, not done) -> what it has spent and holds
         # one record is taken at a time, each once the record before it has sent its first
         # request (or ended), so that its cost is in flight before the next is weighed
         self._lock = anyio.Lock()
@@ -81,7 +80,6 @@ class Budget:
         self._signal()
 
     def record_done(self, record_id: str, cost: float) -> None:
-        self._running -= 1
         self._used.pop(record_id, None)
         if cost > 0:  # a record the cache answered says nothing of what the next will cost
             self._paid_records += 1
@@ -110,14 +108,13 @@ class Budget:
             await self._ready.wait()
             item = next(records, None)
             while item is not None and self.stopped is None and not self._fits():
-                if self._running == 0:  # nothing left to settle: the next record would pass the cap
+                if not self._used:  # nothing left to settle: the next record would pass the cap
                     self.stopped = (f"stopped at the cost cap of ${self.cap:,.2f} (${self.spent:,.4f} spent; "
                                     f"the next record was expected to cost ${self._next_record():,.4f})")
                 else:
                     await self._changed.wait()
             if item is None or self.stopped is not None:
                 return None
-            self._running += 1
             self._ready = anyio.Event()
             return item
 
@@ -130,7 +127,7 @@ class Budget:
         """Spent, in flight, what the running records are yet expected to spend (beyond what
         they hold) and one more record: within the cap. Once a priced request is out and until a
         record has paid for all its steps, what a record costs is not known: no other starts."""
-        if not self._paid_records and self._running and self._holds:
+        if not self._paid_records and self._used and self._holds:
             return False
         per_record = self._next_record()
         to_come = sum(max(0.0, per_record - used) for used in self._used.values())

@@ -291,9 +291,7 @@ def create_provider(name: str, config: ModelConfig, read_key: bool = True) -> Pr
     provider = config.provider
     cls = provider_class(name, provider)
     api_key = None
-    if not read_key:
-        pass  # checked by check_model; read when the model first sends
-    elif config.api_key_env:
+    if read_key and config.api_key_env:  # (read_key=False: checked by check_model, read when it sends)
         api_key = os.environ.get(config.api_key_env, "").strip()  # a key pasted with its newline
         if not api_key:
             raise ConfigError(
@@ -301,7 +299,7 @@ def create_provider(name: str, config: ModelConfig, read_key: bool = True) -> Pr
                 + (f"(shaping.toml models.{name}.api_key_env names it)" if table.api_key_env else
                    f"(provider '{provider}' reads the key from it; api_key_env in [models.{name}] can name another)")
             )
-    elif cls.needs_key:
+    elif read_key and cls.needs_key:
         raise ConfigError(f"shaping.toml: models.{name}.api_key_env: required by provider '{provider}'")
     try:
         return cls(name, config, api_key)

@@ -32,6 +32,13 @@ class BackgroundServer:
         if not ready.wait(10):
             raise RuntimeError(f"{type(self).__name__} did not start")
 
+    def wait_until_interrupted(self) -> None:
+        """Serve (started) until Ctrl-C, then stop: the end of a server's `main`."""
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            self.stop()
+
     def stop(self) -> None:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)

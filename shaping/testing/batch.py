@@ -483,10 +483,7 @@ def main() -> None:
     server.port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     server.start()
     print(server.openai_url, server.anthropic_url, flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        server.stop()
+    server.wait_until_interrupted()
 
 
 if __name__ == "__main__":

@@ -208,10 +208,7 @@ def main() -> None:
     server.latency_s = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
     server.start()
     print(server.base_url, flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        server.stop()
+    server.wait_until_interrupted()
 
 
 if __name__ == "__main__":
