@@ -150,16 +150,17 @@ def rejection(sample: TrainingSample, min_score: int | float | None) -> str | No
     return None
 
 
-def rejected_line(sample: TrainingSample, reason: str) -> bytes:
-    """A line of training/data/rejected/NAME.jsonl: the sample, why it was kept out, its verdict."""
+def rejected_line(sample: TrainingSample, reason: str, source: tuple[str, Any] | None = None) -> bytes:
+    """A line of training/data/rejected/NAME.jsonl: the sample, why it was kept out, its verdict;
+    `source`: `(record_id, record)` of the record that made it (run_task's samples)."""
     line = {"id": sample.id, "reason": reason, "judge": sample.metadata.get(DEFAULT_NAME),
             "messages": [m.model_dump(mode="json", exclude_none=True) for m in sample.messages]}
     if sample.tools is not None:
         line["tools"] = sample.tools
     if isinstance(variant := sample.metadata.get("variant"), str):  # prompt variants compare with it
         line["variant"] = variant
-    if sample._source is not None:  # the record that made it (shaping.record_hooks)
-        record_id, record = sample._source
+    if source is not None:
+        record_id, record = source
         line["record_id"] = record_id
         if not (isinstance(record, dict) and record.get("id") is not None):  # known by its position:
             line["input_data"] = orjson.loads(encode_json(record))          # the record itself says which

@@ -201,16 +201,19 @@ def _import_statements(tree: ast.Module) -> Iterator[ast.Import | ast.ImportFrom
                 todo.extend(inner)
 
 
-def local_imports(source: Path, pipelines_dir: Path) -> list[Path]:
-    """The modules under `pipelines_dir` that `source` imports, directly or through each other."""
+def local_imports(source: Path, pipelines_dir: Path, trees: dict[Path, ast.Module] | None = None) -> list[Path]:
+    """The modules under `pipelines_dir` that `source` imports, directly or through each other
+    (`trees`: where each file's syntax tree is kept, for code_hash)."""
     found: list[Path] = []
     todo = [source]
     while todo:
         path = todo.pop()
         try:
-            tree = ast.parse(path.read_text(encoding="utf-8"))
+            tree = ast.parse(path.read_bytes())
         except (OSError, SyntaxError, ValueError):
             continue
+        if trees is not None:
+            trees[path] = tree
         for node in _import_statements(tree):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
@@ -230,26 +233,29 @@ def local_imports(source: Path, pipelines_dir: Path) -> list[Path]:
     return sorted(found)
 
 
-def code_hash(path: Path) -> str:
-    """A Python file's hash as code: of its syntax tree, so comments and formatting do not
-    count (docstrings and every string do). A file that does not parse is hashed as bytes."""
-    data = path.read_bytes()
-    try:
-        tree = ast.parse(data)
-    except (SyntaxError, ValueError):
-        return hashlib.sha256(data).hexdigest()
+def code_hash(path: Path, tree: ast.Module | None = None) -> str:
+    """A Python file's hash as code: of its syntax tree (`tree`, when already parsed), so
+    comments and formatting do not count (docstrings and every string do). A file that does
+    not parse is hashed as bytes."""
+    if tree is None:
+        data = path.read_bytes()
+        try:
+            tree = ast.parse(data)
+        except (SyntaxError, ValueError):
+            return hashlib.sha256(data).hexdigest()
     return hashlib.sha256(ast.dump(tree).encode()).hexdigest()
 
 
 def source_hashes(source: Path, pipelines_dir: Path, root: Path) -> tuple[str, dict[str, str]]:
     """(one combined hash, {file: code hash}) over a pipeline's file and its local imports."""
     files = {}
-    for path in [source, *local_imports(source, pipelines_dir)]:
+    trees: dict[Path, ast.Module] = {}  # each file parsed once
+    for path in [source, *local_imports(source, pipelines_dir, trees)]:
         try:
             shown = str(path.relative_to(root))
         except ValueError:
             shown = str(path)
-        files[shown] = code_hash(path)
+        files[shown] = code_hash(path, trees.get(path))
     combined = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
     return combined, files
 

@@ -1,7 +1,6 @@
 """What a run adds around each record's task: which record and which try is running (for
 `self.variant()` and `self.feedback.retrying`), the progressive retry of
-`Pipeline.feedback(progressive=True)`, and the variant in each sample's metadata (and the
-record on each sample, for the rejected file: shaping.judge.rejected_line).
+`Pipeline.feedback(progressive=True)`, and the variant in each sample's metadata.
 
 The runner hands `record_driver(pipeline)` to the dispatcher, which drives every record through
 it instead of `shaping.dispatch.driver.drive` (nothing is handed when the pipeline declares
@@ -44,14 +43,16 @@ def current() -> Current | None:
 
 def record_driver(pipeline: Any) -> Callable[..., Any] | None:
     """What drives one record of `pipeline`, or None when plain `drive` does."""
-    from shaping.feedback import feedback_dep
-    from shaping.variants import variant_names, variant_of
+    names = tuple(getattr(type(pipeline), "variants", None) or ())
+    dep = None
+    if pipeline.uses_feedback():  # (shaping.feedback is imported only where it is used)
+        from shaping.feedback import feedback_dep
 
-    names = variant_names(type(pipeline))
-    dep = feedback_dep(type(pipeline))
+        dep = feedback_dep(type(pipeline))
     retry_on = dep.retry_on if dep is not None and dep.progressive else None
     if not names and retry_on is None:
         return None
+    from shaping.variants import variant_of
 
     async def drive_record(task: Any, record: Any, record_id: str, answer: Any) -> Any:
         from shaping.dispatch.driver import drive
@@ -67,7 +68,6 @@ def record_driver(pipeline: Any) -> Callable[..., Any] | None:
             variant = variant_of(record_id, names)
             for sample in outcome.samples:
                 sample.metadata.setdefault("variant", variant)
-                sample._source = (record_id, record)  # the rejected file names the record by it
         return outcome
 
     return drive_record
@@ -87,7 +87,7 @@ async def _retry(drive: Any, task: Any, record: Any, record_id: str, answer: Any
     for i in range(len(first.raw_steps), len(second.raw_steps)):
         raw = second.raw_steps[i]
         second.raw_steps[i] = raw._replace(index=offset + raw.index)
-    second.started_at = first.started_at
+    second.started = first.started
     note = {"retried": True, "first_error": first.error_type, "first_message": (first.message or "")[:300]}
     for sample in second.samples:
         sample.metadata.setdefault("feedback", note)

@@ -94,6 +94,14 @@ class LLMMessage(_Compact):
             raise ValueError(f"a {role} turn needs content (only an assistant turn with tool_calls may have none)")
         return self
 
+    def wire(self) -> dict[str, Any]:
+        """`model_dump()`: what is written and sent. A plain text turn is built here directly
+        (the serializer's per-message Python wrapper costs more than the rest of the dump)."""
+        if (isinstance(self.content, str) and self.reasoning_content is None and self.tool_calls is None
+                and self.tool_call_id is None and self.name is None):
+            return {"role": self.role, "content": self.content}
+        return self.model_dump()
+
     def key(self) -> list | dict:
         """What identifies this turn (cache keys, the mock's digest): `[role, content]` for a
         plain text turn, every field otherwise."""
@@ -360,7 +368,7 @@ def model_request(
         from shaping.structured import schema_of
 
         schema_of(response_model)  # a bad response_model fails here, in the task that made it
-    if (problem := streaming_problem(params)) is not None:
+    if params and (problem := streaming_problem(params)) is not None:
         raise ValueError(f"model_request: {problem}")
     if temperature is not None:
         params["temperature"] = temperature
@@ -373,4 +381,4 @@ def model_request(
     params = {k: v for k, v in params.items() if v is not None}
     return ModelRequest(model=model_name_of(model), messages=_as_messages(messages), params=params,
                         response_model=response_model, max_repairs=max_repairs,
-                        allow=_as_outcomes(allow), metadata=metadata or {})
+                        allow=_as_outcomes(allow) if allow else frozenset(), metadata=metadata or {})

@@ -15,8 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rank_bm25 import BM25Plus
-
 WORD = re.compile(r"[a-z0-9]+")
 STOPWORDS = frozenset("a an and are as at be by for from has have in is it its of on or that the this to was "
                       "were will with you your i me my we our".split())
@@ -36,7 +34,11 @@ class Ranker:
     def __init__(self, texts: Sequence[str]) -> None:
         self._tokens = [tokenize(t) or ["_"] for t in texts]
         self._words = [set(t) for t in self._tokens]
-        self._bm25 = BM25Plus(self._tokens) if self._tokens else None
+        self._bm25 = None
+        if self._tokens:
+            from rank_bm25 import BM25Plus  # it imports numpy (0.17 s): only where texts are ranked
+
+            self._bm25 = BM25Plus(self._tokens)
 
     def top(self, query: str, k: int = 3) -> list[tuple[int, float]]:
         words = tokenize(query)

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 import pydantic_core
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field
 
 from shaping.requests import LLMMessage, ResponseError, ToolCall, Usage
 
@@ -23,14 +23,13 @@ class TrainingSample(BaseModel):
     messages: list[LLMMessage]
     tools: list[dict[str, Any]] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
-    #: `(record_id, record)`: the record that made it, where a run's record driver notes it
-    #: (shaping.record_hooks); never written, the rejected file names the record from it
-    _source: Any = PrivateAttr(default=None)
 
     def minimal_json(self) -> bytes:
         """The line minimal output writes."""
-        include = {"id", "messages", "tools"} if self.tools is not None else {"id", "messages"}
-        return self.model_dump_json(include=include).encode()
+        line: dict[str, Any] = {"id": self.id, "messages": [m.wire() for m in self.messages]}
+        if self.tools is not None:
+            line["tools"] = self.tools
+        return pydantic_core.to_json(line)
 
 
 class Step(BaseModel):

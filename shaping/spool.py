@@ -30,25 +30,37 @@ def remove_leftovers(folder: Path, stem: str) -> list[Path]:
 
 
 class Spool:
+    #: lines kept before they go to the file and the digest together (one call each, not one a line)
+    PENDING = 256
+
     def __init__(self, folder: Path, stem: str) -> None:
         self.path = folder / f".{stem}.{os.getpid()}.{next(_serial)}.spool"
         self._file = open(self.path, "wb")
         self._digest = hashlib.sha256()
+        self._pending: list[bytes] = []
         self.sha256: str | None = None
 
     def write(self, line: bytes) -> None:
-        data = line + b"\n"
-        self._file.write(data)
-        self._digest.update(data)
+        self._pending.append(line)
+        if len(self._pending) >= self.PENDING:
+            self._drain()
+
+    def _drain(self) -> None:
+        if self._pending:
+            data = b"\n".join(self._pending) + b"\n"
+            self._pending = []
+            self._file.write(data)
+            self._digest.update(data)
 
     def flush(self) -> None:
         if not self._file.closed:
+            self._drain()
             self._file.flush()
 
     def finish(self) -> str:
         """Flush to disk and close for writing; returns the file's sha256."""
         if not self._file.closed:
-            self._file.flush()
+            self.flush()
             os.fsync(self._file.fileno())
             self._file.close()
             self.sha256 = self._digest.hexdigest()

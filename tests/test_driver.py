@@ -194,11 +194,12 @@ def test_annotated_output_is_byte_for_byte_the_models_json(tmp_path):
     import dataclasses
     import datetime as dt
     import decimal
+    import time
     from pathlib import PurePosixPath
 
     from shaping.config import Project
     from shaping.dispatch import Dispatcher
-    from shaping.dispatch.driver import Outcome, now
+    from shaping.dispatch.driver import Outcome
     from shaping.requests import ResponseError, Usage
     from shaping.samples import AnnotatedTrainingSample
 
@@ -218,7 +219,7 @@ def test_annotated_output_is_byte_for_byte_the_models_json(tmp_path):
     record = {"id": "r", "when": dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc), "tags": {"b"},
               "pair": (1, 2.5), "path": PurePosixPath("/x/y"), "price": decimal.Decimal("1.10"),
               "raw": b"bytes", "row": Row("n", 0.5), "nan": float("nan"), "odd": object}
-    outcome = Outcome(record_id="r", started_at=now(), completed_at=dt.datetime(2026, 5, 6, tzinfo=dt.timezone.utc),
+    outcome = Outcome(record_id="r", started=time.time(), completed=dt.datetime(2026, 5, 6, tzinfo=dt.timezone.utc).timestamp(),
                       raw_steps=[(0, request, {"temperature": 0.2, "stop": ["\n"]}, failed, 0),
                                  (1, request, {}, good, 1)])
     made = TrainingSample(id="r", messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],

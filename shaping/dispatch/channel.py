@@ -73,7 +73,13 @@ class ModelChannel:
     async def submit(self, request: LLMRequest) -> ModelResponse:
         if self._batch_size == 1:
             async with self._slots:
-                response = (await self._call_with_retries([request]))[0]
+                if self._limits.active:
+                    response = (await self._call_with_retries([request]))[0]
+                else:  # the common case, without the lists (the hot path of every HTTP request)
+                    response = await self._provider_call_one(request)
+                    if response.error is not None and response.error.retryable:
+                        response = (await self._retry([request], [response]))[0]
+                    response.cost_usd = cost_of(self.prices, response.usage)
         else:
             pending = _Pending(request)
             self._send.send_nowait(pending)
@@ -150,7 +156,8 @@ class ModelChannel:
         return await self._provider_call(requests)
 
     async def _provider_call(self, requests: list[LLMRequest]) -> list[ModelResponse]:
-        model = self.provider.config.model
+        if len(requests) == 1:
+            return [await self._provider_call_one(requests[0])]
         started = time.perf_counter()
         try:
             responses = await self.provider.generate_batch(requests)
@@ -159,15 +166,28 @@ class ModelChannel:
                     f"returned {len(responses)} responses for {len(requests)} requests"
                 )
         except Exception as exc:  # a provider bug or an unexpected library error
-            message = f"{type(exc).__name__}: {exc}"
-            return [
-                ModelResponse(model=model, error=ResponseError(type=ErrorType.PROVIDER, message=message))
-                for _ in requests
-            ]
+            return [self._provider_failure(exc) for _ in requests]
         latency = time.perf_counter() - started
         for response in responses:
-            if not response.latency_s:
-                response.latency_s = latency
-            if not response.model:
-                response.model = model
+            self._complete(response, latency)
         return responses
+
+    async def _provider_call_one(self, request: LLMRequest) -> ModelResponse:
+        started = time.perf_counter()
+        try:
+            response = await self.provider.generate(request)
+        except Exception as exc:
+            return self._provider_failure(exc)
+        return self._complete(response, time.perf_counter() - started)
+
+    def _provider_failure(self, exc: Exception) -> ModelResponse:
+        """What a provider bug or an unexpected library error makes of each request it had."""
+        return ModelResponse(model=self.provider.config.model,
+                             error=ResponseError(type=ErrorType.PROVIDER, message=f"{type(exc).__name__}: {exc}"))
+
+    def _complete(self, response: ModelResponse, latency: float) -> ModelResponse:
+        if not response.latency_s:
+            response.latency_s = latency
+        if not response.model:
+            response.model = self.provider.config.model
+        return response

@@ -438,7 +438,7 @@ class Dispatcher:
             self.errors.write(self._error_record(record, outcome).to_json())
             return
         if self.reject is not None:
-            outcome.samples = self.keep(outcome.samples)
+            outcome.samples = self.keep(outcome.samples, (outcome.record_id, record))
         if self.annotate:
             for sample in outcome.samples:
                 samples.write(self._annotated_json(sample, record, outcome))
@@ -446,15 +446,16 @@ class Dispatcher:
             for sample in outcome.samples:
                 samples.write(sample.minimal_json())
 
-    def keep(self, samples: list[TrainingSample]) -> list[TrainingSample]:
-        """The samples `reject` lets through; the others go to `rejected` with the reason."""
+    def keep(self, samples: list[TrainingSample], source: tuple[str, Any] | None = None) -> list[TrainingSample]:
+        """The samples `reject` lets through; the others go to `rejected` with the reason (and
+        `source`, the record that made them: `(record_id, record)`)."""
         kept = []
         for sample in samples:
             reason = self.reject(sample)
             if reason is None:
                 kept.append(sample)
             else:
-                self.rejected.write(rejected_line(sample, reason))
+                self.rejected.write(rejected_line(sample, reason, source))
                 self.rejections += 1
         return kept
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -50,14 +51,23 @@ class Outcome:
     """What became of one record: samples, or an error with its type and message."""
 
     record_id: str
-    started_at: datetime
-    completed_at: datetime | None = None
+    #: when it started and ended (time.time(): a datetime is made only where one is written)
+    started: float
+    completed: float | None = None
     samples: list[TrainingSample] = field(default_factory=list)
     #: every attempt of every step, in order; written as `Step` fields
     raw_steps: list[RawStep] = field(default_factory=list)
     error_type: str | None = None
     message: str | None = None
     traceback: str | None = None
+
+    @property
+    def started_at(self) -> datetime:
+        return datetime.fromtimestamp(self.started, timezone.utc)
+
+    @property
+    def completed_at(self) -> datetime | None:
+        return None if self.completed is None else datetime.fromtimestamp(self.completed, timezone.utc)
 
     @property
     def steps(self) -> list[Step]:
@@ -94,7 +104,7 @@ def where(task: Callable, record_id: str) -> str:
 
 
 async def drive(task: Callable[[Any], Any], record: Any, record_id: str, answer: Answer) -> Outcome:
-    outcome = Outcome(record_id=record_id, started_at=now())
+    outcome = Outcome(record_id=record_id, started=time.time())
     try:
         result = task(record)
         if inspect.isgenerator(result):
@@ -116,7 +126,7 @@ async def drive(task: Callable[[Any], Any], record: Any, record_id: str, answer:
         outcome.error_type = ErrorType.UNEXPECTED
         outcome.message = f"{type(exc).__name__}: {exc}"
         outcome.traceback = traceback.format_exc()
-    outcome.completed_at = now()
+    outcome.completed = time.time()
     return outcome
 
 

@@ -100,5 +100,12 @@ class Provider(ABC):
     async def generate_batch(self, requests: list[LLMRequest]) -> list[ModelResponse]:
         """Answer each request, in order; at most `batch_size` of them."""
 
+    async def generate(self, request: LLMRequest) -> ModelResponse:
+        """Answer one request: a batch of one, unless the provider has a shorter way."""
+        responses = await self.generate_batch([request])
+        if len(responses) != 1:
+            raise RuntimeError(f"returned {len(responses)} responses for 1 request")
+        return responses[0]
+
     def __repr__(self) -> str:  # never shows the key
         return f"<{type(self).__name__} {self.name} model={self.config.model!r}>"

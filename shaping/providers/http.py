@@ -427,18 +427,18 @@ class HTTPProvider(Provider):
 
     async def generate_batch(self, requests: list[LLMRequest]) -> list[ModelResponse]:
         if len(requests) == 1:
-            return [await self.send(requests[0])]
+            return [await self.generate(requests[0])]
         responses: list[ModelResponse] = [None] * len(requests)  # type: ignore[list-item]
 
         async def one(i: int) -> None:
-            responses[i] = await self.send(requests[i])
+            responses[i] = await self.generate(requests[i])
 
         async with anyio.create_task_group() as tg:
             for i in range(len(requests)):
                 tg.start_soon(one, i)
         return responses
 
-    async def send(self, request: LLMRequest) -> ModelResponse:
+    async def generate(self, request: LLMRequest) -> ModelResponse:
         endpoint = self.endpoints.pick()
         response = await self._send_to(endpoint.url, endpoint.base_url, request)
         error = response.error
@@ -480,7 +480,8 @@ class HTTPProvider(Provider):
                 body = orjson.dumps(data)
             return self.failure(ErrorType.BAD_RESPONSE, f"unexpected response shape ({type(exc).__name__}: "
                                 f"{str(exc)[:80]}): {_snippet(body)!r}")
-        result.model = result.model or self.config.model
+        if not result.model:
+            result.model = self.config.model
         return result
 
     def http_failure(self, status: int, body: bytes, headers: Mapping[str, str], reason: str | None,

@@ -28,7 +28,7 @@ from shaping.providers.base import UnsupportedRequest
 from shaping.providers.batch import BatchAPI, BatchLimits, BatchState, item_error
 from shaping.providers.http import HTTPOptions, HTTPProvider
 from shaping.providers.reasoning import openai_params
-from shaping.requests import LLMRequest, ModelResponse, ResponseError, ToolCall, Usage
+from shaping.requests import LLMRequest, ModelResponse, ResponseError, ToolCall
 
 FINISH_REASONS = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",
                   "content_filter": "content_filter", "refusal": "refusal", "eos": "stop", "end_turn": "stop",
@@ -74,7 +74,7 @@ class OpenAIProvider(BatchAPI, HTTPProvider):
         return {"authorization": f"Bearer {self._api_key}"} if self._api_key else {}
 
     def body(self, request: LLMRequest) -> dict[str, Any]:
-        messages = [m.model_dump() for m in request.messages]
+        messages = [m.wire() for m in request.messages]
         for m in messages:
             if m["role"] == "tool":  # the API knows a tool turn by tool_call_id alone
                 m.pop("name", None)
@@ -100,15 +100,15 @@ class OpenAIProvider(BatchAPI, HTTPProvider):
         if finish is not None and finish not in FINISH_REASONS:  # "error" (OpenRouter), "abort" (vLLM)...
             return self.failure(ErrorType.INCOMPLETE, f"the answer ended with finish_reason {finish!r}, "
                                 f"not a finished answer", retryable=True)
-        return ModelResponse(
-            text=text,
-            reasoning=reasoning or None,
-            tool_calls=tool_calls or None,
-            refusal=refusal or None,
-            model=str(data.get("model") or self.config.model),
-            finish_reason=FINISH_REASONS.get(finish) if finish else None,
-            usage=_usage(data.get("usage") or {}),
-        )
+        return ModelResponse.model_validate({  # one validation, usage included
+            "text": text,
+            "reasoning": reasoning or None,
+            "tool_calls": tool_calls or None,
+            "refusal": refusal or None,
+            "model": str(data.get("model") or self.config.model),
+            "finish_reason": FINISH_REASONS.get(finish) if finish else None,
+            "usage": _usage(data.get("usage") or {}),
+        })
 
 
     # -- the Batch API: upload a JSONL file (POST /files, purpose batch), POST /batches, poll
@@ -237,15 +237,16 @@ def _arguments(arguments: Any) -> str:
     return json.dumps(arguments if arguments is not None else {}, ensure_ascii=False)
 
 
-def _usage(usage: dict[str, Any]) -> Usage:
+def _usage(usage: dict[str, Any]) -> dict[str, int]:
+    """`Usage`'s fields from the API's usage object."""
     prompt_details = usage.get("prompt_tokens_details") or {}
     completion_details = usage.get("completion_tokens_details") or {}
-    return Usage(
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
-        cached_tokens=int(prompt_details.get("cached_tokens") or 0),
-        reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
-    )
+    return {
+        "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+        "completion_tokens": int(usage.get("completion_tokens") or 0),
+        "cached_tokens": int(prompt_details.get("cached_tokens") or 0),
+        "reasoning_tokens": int(completion_details.get("reasoning_tokens") or 0),
+    }
 
 
 __all__ = ["OpenAIProvider", "UnsupportedRequest"]
