@@ -25,7 +25,7 @@ import importlib
 from urllib.parse import urlsplit
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
@@ -211,18 +211,20 @@ def _origin(ep: EntryPoint) -> str:
     return f"entry point '{ep.name} = {ep.value}'" + (f" of package '{dist.name}'" if dist is not None else "")
 
 
-def _load(name: str, provider: str, load, origin: str) -> type[Provider]:
+def _load(name: str, provider: str, load, origin: Callable[[], str]) -> type[Provider]:
+    """`load()`'s provider class; `origin()` says where it came from, in a message (an entry
+    point's package is read from its metadata, only then)."""
     try:
         cls = load()
     except Exception as exc:
         detail = " ".join(str(exc).split())
         raise ConfigError(
-            f"shaping.toml: models.{name}.provider: provider '{provider}' could not be loaded ({origin}): "
+            f"shaping.toml: models.{name}.provider: provider '{provider}' could not be loaded ({origin()}): "
             f"{type(exc).__name__}: {detail}"
         ) from exc
     if not (isinstance(cls, type) and issubclass(cls, Provider)):
         raise ConfigError(
-            f"shaping.toml: models.{name}.provider: provider '{provider}' ({origin}) is not a subclass of "
+            f"shaping.toml: models.{name}.provider: provider '{provider}' ({origin()}) is not a subclass of "
             f"shaping.providers.Provider"
         )
     return cls
@@ -241,7 +243,7 @@ def provider_class(name: str, provider: str) -> type[Provider]:
     if entry is not None:
         if isinstance(entry, str):
             path = entry
-            entry = _load(name, provider, lambda: _import(path), f"registered as '{path}'")
+            entry = _load(name, provider, lambda: _import(path), lambda: f"registered as '{path}'")
             PROVIDERS[provider] = entry
         return entry
     if (cls := _LOADED.get(provider)) is not None:
@@ -263,7 +265,7 @@ def provider_class(name: str, provider: str) -> type[Provider]:
             f"shaping.providers.register('{provider}', 'module:Class')"
         )
     (ep,) = candidates
-    cls = _LOADED[provider] = _load(name, provider, ep.load, _origin(ep))
+    cls = _LOADED[provider] = _load(name, provider, ep.load, lambda: _origin(ep))
     return cls
 
 
