@@ -9,7 +9,6 @@ may fix are tried again (only those, for a batch) until `max_retries` is spent.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 
@@ -61,9 +60,9 @@ class ModelChannel:
         #: what its answers are keyed by in the request cache (the manifest's fingerprint)
         self.fingerprint = model.fingerprint
         self.stats = stats
-        # asyncio's: a free slot is taken without a checkpoint (0.9 us, anyio's 2.2 us); a
-        # cancelled run is still cancelled at the request's first await
-        self._slots = asyncio.Semaphore(provider.concurrency)
+        # anyio's, not asyncio's: asyncio's semaphore removes a woken waiter from its deque by
+        # value, a scan of every waiter (11% of the event loop's time with 768 records waiting)
+        self._slots = anyio.Semaphore(provider.concurrency, fast_acquire=True)
         self._batch_size = provider.batch_size
         self._task_group = task_group
         self._limits = limits or RateLimits(provider.config)

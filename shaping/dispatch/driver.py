@@ -138,8 +138,12 @@ async def _run_generator(gen, task, record_id: str, answer: Answer, steps: list[
                 yielded = gen.send(value)
             except StopIteration as stop:
                 return stop.value
-            if isinstance(yielded, ModelRequest):
-                value = await _answer_one(yielded, len(steps), answer, steps)
+            if isinstance(yielded, ModelRequest):  # (inline: one coroutine less on every request)
+                index = len(steps)
+                attempts = await answer(yielded, index)
+                for attempt in attempts:
+                    steps.append(RawStep(index, *attempt))
+                value = attempts[-1].response
             elif isinstance(yielded, (list, tuple)) and all(isinstance(r, ModelRequest) for r in yielded):
                 value = await _answer_many(list(yielded), answer, steps)
             else:
@@ -149,12 +153,6 @@ async def _run_generator(gen, task, record_id: str, answer: Answer, steps: list[
                 )
     finally:
         gen.close()
-
-
-async def _answer_one(request: ModelRequest, index: int, answer: Answer, steps: list[RawStep]) -> ModelResponse:
-    attempts = await answer(request, index)
-    steps.extend(RawStep(index, *attempt) for attempt in attempts)
-    return attempts[-1].response
 
 
 async def _answer_many(requests: list[ModelRequest], answer: Answer, steps: list[RawStep]) -> list[ModelResponse]:

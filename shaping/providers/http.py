@@ -439,24 +439,28 @@ class HTTPProvider(Provider):
         return responses
 
     async def generate(self, request: LLMRequest) -> ModelResponse:
+        """POST `request` to the next endpoint; what came back, as a response."""
         endpoint = self.endpoints.pick()
-        response = await self._send_to(endpoint.url, endpoint.base_url, request)
+        try:
+            payload = orjson.dumps(self.body(request))
+        except UnsupportedRequest as exc:  # nothing sent: the same request would fail every time
+            response = self.failure(ErrorType.UNSUPPORTED, f"model '{self.name}': {exc}")
+        else:
+            try:
+                answer = await self._clients[endpoint.url].post(payload)
+            except ResponseTooLarge as exc:
+                response = self.failure(exc.kind, f"{exc.message}; [models.{self.name}.options] max_response_bytes "
+                                                  "can raise the limit", retryable=False)
+            except TransportError as exc:  # refused, reset, dropped mid-response, timed out, TLS
+                response = self.failure(exc.kind, exc.message, retryable=exc.retryable)
+            else:
+                response = self.read_body(answer, endpoint.base_url)
         error = response.error
         self.endpoints.done(endpoint, failed=error is not None and error.retryable)
         return response
 
-    async def _send_to(self, url: str, base_url: str, request: LLMRequest) -> ModelResponse:
-        try:
-            payload = orjson.dumps(self.body(request))
-        except UnsupportedRequest as exc:  # nothing sent: the same request would fail every time
-            return self.failure(ErrorType.UNSUPPORTED, f"model '{self.name}': {exc}")
-        try:
-            response = await self._clients[url].post(payload)
-        except ResponseTooLarge as exc:
-            return self.failure(exc.kind, f"{exc.message}; [models.{self.name}.options] max_response_bytes "
-                                          "can raise the limit", retryable=False)
-        except TransportError as exc:  # refused, reset, dropped mid-response, timed out, TLS
-            return self.failure(exc.kind, exc.message, retryable=exc.retryable)
+    def read_body(self, response: Response, base_url: str) -> ModelResponse:
+        """An HTTP answer -> response: an HTTP failure, a body that is not JSON, or the answer."""
         status, body = response.status, response.body
         if status >= 300:
             return self.http_failure(status, body, response.headers, response.reason, base_url)
