@@ -59,7 +59,7 @@ def request_key(fingerprint: str, messages: list[LLMMessage], params: dict, reco
 
 def request_text(messages: list[LLMMessage], params: dict) -> str:
     """The request as an `answers` row keeps it (readable, for `isf cache` and tests)."""
-    return orjson.dumps({"messages": [m.model_dump() for m in messages], "params": params}, default=str).decode()
+    return orjson.dumps({"messages": [m.wire() for m in messages], "params": params}, default=str).decode()
 
 
 def answer_row(key: str, pipeline: str, model: str, record_id: str, step: int,

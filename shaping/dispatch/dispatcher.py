@@ -465,11 +465,13 @@ class Dispatcher:
     def _annotated_json(self, sample: TrainingSample, record: Any, outcome: Outcome) -> bytes:
         """An `AnnotatedTrainingSample`'s line, byte for byte what `to_line` would write, without
         building it and a `Step` per request (a third of the cost; tests/test_driver.py compares)."""
+        steps = [step_fields(*raw) for raw in outcome.raw_steps]
+        for step in steps:  # the dicts LLMMessage.wire() makes: the same JSON, without a serializer call a turn
+            step["messages"] = [m.wire() for m in step["messages"]]
         return annotated_line(
-            sample.id, sample.messages, sample.tools,
+            sample.id, [m.wire() for m in sample.messages], sample.tools,
             {**self.metadata, **sample.metadata} if self.metadata else sample.metadata,
-            record, [step_fields(*raw) for raw in outcome.raw_steps],
-            self.commit, outcome.started_at, outcome.completed_at)
+            record, steps, self.commit, outcome.started_at, outcome.completed_at)
 
     def _error_record(self, record: Any, outcome: Outcome) -> ErrorRecord:
         return ErrorRecord(details=ErrorDetails(
