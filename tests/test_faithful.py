@@ -7,6 +7,7 @@ SDKs' parameter types (tests/sdk_types.py).
 
 import json
 
+import orjson
 import pytest
 from anthropic.types import Message
 from openai.types.chat import ChatCompletion
@@ -360,3 +361,22 @@ def test_the_schema_hint_keeps_image_parts(tmp_path, key):
 def _ask_with_image(pipeline, record):
     response = yield model_request([TOOL_EXCHANGE[1]], model=pipeline.judge, response_model=Wrapped)
     return TrainingSample(id=record["id"], messages=[TOOL_EXCHANGE[1], response.as_message()])
+
+
+@pytest.mark.parametrize("message", [
+    {"role": "user", "content": "plain ✓"},
+    {"role": "system", "content": ""},
+    {"role": "assistant", "content": "answer", "reasoning_content": "thoughts"},
+    {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": "{}"}}]},
+    {"role": "tool", "content": "42", "tool_call_id": "c1", "name": "f"},
+    {"role": "user", "content": "named", "name": "alice"},
+    {"role": "user", "content": [{"type": "text", "text": "look"},
+                                 {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]},
+])
+def test_a_turn_is_written_and_sent_as_its_model_dump(message):
+    """LLMMessage.wire() (outputs, request bodies, cache rows) is model_dump(), byte for byte as JSON."""
+    from shaping.requests import LLMMessage
+
+    turn = LLMMessage.model_validate(message)
+    assert turn.wire() == turn.model_dump()
+    assert orjson.dumps(turn.wire()) == orjson.dumps(turn.model_dump())

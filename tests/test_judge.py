@@ -80,6 +80,7 @@ def test_scores_go_into_metadata_and_low_ones_to_the_rejected_file(tmp_path, ser
     assert [(r["id"], r["reason"], r["judge"]["score"]) for r in rejected] == [
         ("1", "judge score 2 is under min_judge_score 3", 2), ("3", "judge score 1 is under min_judge_score 3", 1)]
     assert rejected[0]["messages"][1] == {"role": "assistant", "content": "answer 1", "reasoning_content": "secret thoughts"}
+    assert [r["record_id"] for r in rejected] == ["1", "3"]  # the record that made each, variants or not
     assert (result.manifest.counts.samples, result.manifest.counts.rejected) == (4, 2)
     # what the judge was shown: the rubric, the scale, the conversation, not the reasoning
     body = server.received[0].body
