@@ -77,9 +77,9 @@ class ModelChannel:
             async with self._slots:
                 if self._limits.active:
                     response = (await self._call_with_retries([request]))[0]
-                else:  # the common case, without the lists (the hot path of every HTTP request)
+                else:  # _call_with_retries without the lists: the hot path of every HTTP request
                     response = await self._provider_call_one(request)
-                    if response.error is not None and response.error.retryable:
+                    if _retryable(response):
                         response = (await self._retry([request], [response]))[0]
                     response.cost_usd = cost_of(self.prices, response.usage)
         else:
