@@ -26,10 +26,16 @@ class TrainingSample(BaseModel):
 
     def minimal_json(self) -> bytes:
         """The line minimal output writes."""
-        line: dict[str, Any] = {"id": self.id, "messages": [m.wire() for m in self.messages]}
+        line: dict[str, Any] = {"id": self.id, "messages": wire_turns(self.messages)}
         if self.tools is not None:
             line["tools"] = self.tools
-        return pydantic_core.to_json(line)
+        return pydantic_core.to_json(line, inf_nan_mode="null")
+
+
+def wire_turns(messages: list[Any]) -> list[Any]:
+    """Turns as they are written (`LLMMessage.wire()`); anything else in the list (a dict a task
+    appended after the sample was made, which pydantic does not check) as it is."""
+    return [m.wire() if isinstance(m, LLMMessage) else m for m in messages]
 
 
 class Step(BaseModel):

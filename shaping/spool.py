@@ -30,25 +30,31 @@ def remove_leftovers(folder: Path, stem: str) -> list[Path]:
 
 
 class Spool:
-    #: lines kept before they go to the file and the digest together (one call each, not one a line)
+    #: lines (or bytes) kept before they go to the file and the digest together (one call each,
+    #: not one a line); the bytes bound keeps memory flat with large lines (images, long turns)
     PENDING = 256
+    PENDING_BYTES = 1 << 20
 
     def __init__(self, folder: Path, stem: str) -> None:
         self.path = folder / f".{stem}.{os.getpid()}.{next(_serial)}.spool"
         self._file = open(self.path, "wb")
         self._digest = hashlib.sha256()
         self._pending: list[bytes] = []
+        self._pending_bytes = 0
         self.sha256: str | None = None
 
     def write(self, line: bytes) -> None:
+        if self._file.closed:
+            raise ValueError(f"{self.path.name}: written to after it was finished")
         self._pending.append(line)
-        if len(self._pending) >= self.PENDING:
+        self._pending_bytes += len(line)
+        if len(self._pending) >= self.PENDING or self._pending_bytes >= self.PENDING_BYTES:
             self._drain()
 
     def _drain(self) -> None:
         if self._pending:
             data = b"\n".join(self._pending) + b"\n"
-            self._pending = []
+            self._pending, self._pending_bytes = [], 0
             self._file.write(data)
             self._digest.update(data)
 

@@ -429,3 +429,84 @@ def test_workers_bound_the_records_in_flight_and_records_are_read_as_needed(tmp_
     result = run_pipeline(Bounded(project))
     assert [s["id"] for s in read_jsonl(result.paths.samples)] == [f"r{i}" for i in range(20)]
     assert seen["peak"] == 3 and seen["read_ahead"] <= 3
+
+
+class Appended(Pipeline):
+    """A turn added after the sample was made (pydantic does not check it) and a tool schema with
+    an infinite bound: both written as JSON any reader takes."""
+
+    name = "appended"
+    judge = Pipeline.model_dep("judge")
+
+    def run(self):
+        return self.run_task(self.task, records=[{"id": "a"}, {"id": "b"}])
+
+    def task(self, record):
+        response = yield model_request("question", model=self.judge)
+        sample = qa(record["id"], "question", response.get_text())
+        sample.messages.append({"role": "user", "content": "and then?"})
+        sample.tools = [{"type": "function", "function": {"name": "f", "parameters": {
+            "type": "object", "properties": {"x": {"type": "number", "maximum": float("inf")}}}}}]
+        return sample
+
+
+@pytest.mark.parametrize("annotate", [False, True])
+def test_a_turn_appended_after_the_sample_was_made_is_written(project, annotate):
+    result = run_pipeline(Appended(project), annotate=annotate)
+    lines = result.paths.samples.read_text().splitlines()
+    samples = [json.loads(line) for line in lines]  # strict JSON: no NaN or Infinity
+    assert [s["messages"][-1] for s in samples] == [{"role": "user", "content": "and then?"}] * 2
+    if not annotate:
+        assert samples[0]["tools"][0]["function"]["parameters"]["properties"]["x"]["maximum"] is None
+
+
+def test_run_task_leaves_no_cancel_request_on_its_caller_after_an_error(project):
+    """A worker's error stops asyncio's task group: the caller's task must not keep its cancel
+    request (Python 3.11/3.12), or its next cancel scope would not end cleanly."""
+    import asyncio
+
+    from shaping.dispatch import Dispatcher
+
+    def broken(n):
+        for i in range(n):
+            if i == 5:
+                raise RuntimeError("the records broke")
+            yield {"id": str(i)}
+
+    def task(record):
+        response = yield model_request("q", model="judge")
+        return qa(record["id"], "q", response.get_text())
+
+    async def main():
+        dispatcher = Dispatcher(project, "p", workers=4, annotate=False, spool_dir=project.root)
+        async with dispatcher.session():
+            with pytest.raises(RuntimeError, match="the records broke"):
+                await dispatcher.run_task(task, broken(50))
+            assert asyncio.current_task().cancelling() == 0
+            with anyio.move_on_after(0.05) as scope:
+                await anyio.sleep(1)
+            assert scope.cancelled_caught
+            assert len(await dispatcher.run_task(task, broken(3))) == 3
+        dispatcher.discard_spools()
+
+    anyio.run(main)
+
+
+def test_spool_writes_lines_in_order_bounds_what_it_holds_and_refuses_writes_once_finished(tmp_path):
+    import hashlib
+
+    from shaping.spool import Spool
+
+    spool = Spool(tmp_path, "s")
+    spool.write(b"x" * (2 << 20))  # over the bytes bound: on its way to the disk at once
+    assert spool.path.stat().st_size >= 2 << 20
+    lines = [f'{{"n": {i}}}'.encode() for i in range(1000)]  # several batches of 256 and a rest
+    for line in lines:
+        spool.write(line)
+    sha = spool.finish()
+    data = spool.path.read_bytes()
+    assert data == b"x" * (2 << 20) + b"\n" + b"".join(line + b"\n" for line in lines)
+    assert sha == hashlib.sha256(data).hexdigest()
+    with pytest.raises(ValueError, match="after it was finished"):
+        spool.write(b"late")
+    spool.discard()

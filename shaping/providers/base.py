@@ -101,7 +101,8 @@ class Provider(ABC):
         """Answer each request, in order; at most `batch_size` of them."""
 
     async def generate(self, request: LLMRequest) -> ModelResponse:
-        """Answer one request: a batch of one, unless the provider has a shorter way."""
+        """Answer one request: a batch of one, unless the provider has a shorter way. Called for
+        every request that goes on its own (each of a model with batch_size 1, a lone retry)."""
         responses = await self.generate_batch([request])
         if len(responses) != 1:
             raise RuntimeError(f"returned {len(responses)} responses for 1 request")
