@@ -43,7 +43,9 @@ def current() -> Current | None:
 
 def record_driver(pipeline: Any) -> Callable[..., Any] | None:
     """What drives one record of `pipeline`, or None when plain `drive` does."""
-    names = tuple(getattr(type(pipeline), "variants", None) or ())
+    from shaping.variants import variant_names, variant_of
+
+    names = variant_names(type(pipeline))
     dep = None
     if pipeline.uses_feedback():  # (shaping.feedback is imported only where it is used)
         from shaping.feedback import feedback_dep
@@ -52,7 +54,6 @@ def record_driver(pipeline: Any) -> Callable[..., Any] | None:
     retry_on = dep.retry_on if dep is not None and dep.progressive else None
     if not names and retry_on is None:
         return None
-    from shaping.variants import variant_of
 
     async def drive_record(task: Any, record: Any, record_id: str, answer: Any) -> Any:
         from shaping.dispatch.driver import drive

@@ -75,13 +75,7 @@ class ModelChannel:
     async def submit(self, request: LLMRequest) -> ModelResponse:
         if self._batch_size == 1:
             async with self._slots:
-                if self._limits.active:
-                    response = (await self._call_with_retries([request]))[0]
-                else:  # _call_with_retries without the lists: the hot path of every HTTP request
-                    response = await self._provider_call_one(request)
-                    if _retryable(response):
-                        response = (await self._retry([request], [response]))[0]
-                    response.cost_usd = cost_of(self.prices, response.usage)
+                response = (await self._call_with_retries([request]))[0]
         else:
             pending = _Pending(request)
             self._send.send_nowait(pending)
