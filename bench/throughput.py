@@ -155,6 +155,9 @@ def contender(kind: str, url: str, n: int) -> None:
     import git  # noqa: F401 - gitpython, imported on first use by the runner
     import shaping.providers.openai  # noqa: F401
     import shaping.runner  # noqa: F401
+    # what a run imports on first use (20 ms): the event loop and anyio's asyncio backend
+    import anyio._backends._asyncio  # noqa: F401
+    import uvloop  # noqa: F401
 
     with tempfile.TemporaryDirectory() as tmp:
         cpu0, _ = usage()
