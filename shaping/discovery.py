@@ -74,6 +74,7 @@ def discover(project: Project) -> Pipelines:
     for extra in (str(project.root), str(folder)):  # as `python pipelines/x.py` would see it
         if extra not in sys.path:
             sys.path.insert(0, extra)
+    defined: dict[str, list[PipelineEntry]] = {}
     for path in sorted(folder.glob("*.py")):
         if path.name.startswith("_"):
             continue
@@ -82,15 +83,19 @@ def discover(project: Project) -> Pipelines:
         except PipelineLoadError as exc:
             entries.broken[path.resolve()] = exc
             continue
-        twice = [cls for cls in classes if cls.name in entries]
-        if twice:  # the second file is the broken one; the first keeps working
-            other = entries[twice[0].name]
-            entries.broken[path.resolve()] = PipelineLoadError(
-                f"{project.relative(path)}: pipeline name '{twice[0].name}' is already defined in "
-                f"{project.relative(other.file)} ({other.cls.__name__}); give {twice[0].__name__} another name")
-            continue
         for cls in classes:
-            entries[cls.name] = PipelineEntry(cls.name, cls, path.resolve())
+            defined.setdefault(cls.name, []).append(PipelineEntry(cls.name, cls, path.resolve()))
+    for name, found in defined.items():
+        if len(found) == 1:
+            entries[name] = found[0]
+            continue
+        # one name, several files: neither is the pipeline (which one ran would depend on the
+        # files' order); each file is reported, and the name runs again once it is unique
+        where = " and ".join(f"{project.relative(e.file)} ({e.cls.__name__})" for e in found)
+        for entry in found:
+            entries.broken.setdefault(entry.file, PipelineLoadError(
+                f"{project.relative(entry.file)}: pipeline name '{name}' is defined in {where}; "
+                f"give all but one another name"))
     return entries
 
 

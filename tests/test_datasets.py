@@ -132,3 +132,19 @@ def test_pipelines_whose_messages_differ_load_together_with_the_features(tmp_pat
                                                .splitlines()[0])["messages"][1]]
     written = [json.loads(l) for l in (tmp_path / "training" / "data" / "tools.jsonl").read_text().splitlines()]
     assert rich[0]["messages"] == written[0]["messages"] and rich[0]["tools"] == [{"type": "function"}]
+
+
+def test_annotated_and_minimal_outputs_load_together_with_the_annotated_features(tmp_path):
+    project = write_project(tmp_path)
+    run_pipeline(Facts(project), annotate=True)
+    minimal = tmp_path / "training" / "data" / "a-stories.jsonl"  # first in the glob: alone, datasets
+    run_pipeline(Stories(project), annotate=False, output=minimal)  # would take its two columns for all
+    from shaping.samples import datasets_features
+
+    loaded = datasets.load_dataset("json", data_files=str(tmp_path / "training" / "data" / "*.jsonl"), split="train",
+                                   features=datasets_features(annotated=True), cache_dir=str(tmp_path / "hf-cache"))
+    rows = {r["id"]: r for r in loaded}
+    assert sorted(rows) == ["f0", "f1", "f2", "f3", "f4", "f5", "s0", "s1", "s2"]
+    assert json.loads(rows["f0"]["steps"]) and rows["s0"]["steps"] is None  # a minimal line has no provenance
+    assert rows["s0"]["messages"] == json.loads(
+        minimal.read_text().splitlines()[0])["messages"]

@@ -266,9 +266,24 @@ def test_a_failure_in_run_itself_is_a_failed_run(tmp_path, server):
     assert errors.returncode == 0 and "good: FAILED" in errors.stdout
 
 
-def test_a_name_defined_twice_breaks_only_the_second_file(tmp_path):
+@pytest.mark.parametrize("copy", ["aa_copy.py", "zz_copy.py"])  # before and after good.py
+def test_a_name_defined_in_two_files_runs_neither(tmp_path, copy):
     mock_project(tmp_path)
-    (tmp_path / "pipelines" / "zz_copy.py").write_text(MOCK_PIPELINE.replace("class Good", "class Copy"))
+    assert isf(tmp_path, "pipeline", "run", "good").returncode == 0
+    output = tmp_path / "training" / "data" / "good.jsonl"
+    before = output.read_bytes()
+    (tmp_path / "pipelines" / copy).write_text(
+        MOCK_PIPELINE.replace("class Good", "class Copy").replace('[{"id": "a"}, {"id": "b"}]', "[]"))
+    (tmp_path / "pipelines" / "other.py").write_text(
+        MOCK_PIPELINE.replace("class Good", "class Other").replace('name = "good"', 'name = "other"'))
     listed = isf(tmp_path, "pipeline", "list")
-    assert listed.returncode == 0 and "good" in listed.stdout
-    assert "BROKEN pipelines/zz_copy.py: pipeline name 'good' is already defined in pipelines/good.py" in listed.stderr
+    assert listed.returncode == 0 and "other" in listed.stdout and "good" not in listed.stdout
+    both = "pipeline name 'good' is defined in pipelines/"
+    for file in (copy, "good.py"):
+        assert f"BROKEN pipelines/{file}: {both}" in listed.stderr
+    assert "give all but one another name" in listed.stderr
+    line = one_error_line(isf(tmp_path, "pipeline", "run", "good", "--force"))
+    assert "unknown pipeline 'good'" in line and both in line
+    assert output.read_bytes() == before  # which file would have run is not left to their order
+    assert isf(tmp_path, "pipeline", "run", "other").returncode == 0
+    assert isf(tmp_path, "pipeline", "status", "--check").returncode == 1
