@@ -223,11 +223,11 @@ class ModelResponse(BaseModel):
         """Raise `PipelineError` for a failed request, or for an answer that is refused,
         filtered, cut off or empty unless the request allowed that; else return self."""
         if self.error is not None:
-            raise PipelineError(
-                f"request to {self.model or 'model'} failed after {self.attempts} attempt(s): "
-                f"{self.error.message}",
-                error_type=self.error.type,
-            )
+            who = self.model or "model"
+            if self.error.type == ErrorType.VALIDATION:  # its message counts the tries (the repairs)
+                raise PipelineError(f"{who}: {self.error.message}", error_type=self.error.type)
+            raise PipelineError(f"request to {who} failed after {self.attempts} attempt(s): {self.error.message}",
+                                error_type=self.error.type)
         outcome = self.outcome
         if outcome is not None and outcome not in self.allow:
             raise PipelineError(f"{_OUTCOME_TEXT[outcome](self, self.model or 'the model')} (to keep such "

@@ -317,6 +317,16 @@ def test_nested_schemas_with_refs_are_checked(tmp_path, key):
     assert first["response_format"]["type"] == "json_schema"
 
 
+@pytest.mark.parametrize("ref", ["#/$defs/Missing", "#nowhere", "https://example.org/schema.json"])
+def test_a_ref_that_points_nowhere_is_refused_before_sending(ref):
+    schema = {"type": "object", "required": ["a"], "properties": {"a": {"$ref": ref}, "b": {"$ref": "#/$defs/B"}},
+              "$defs": {"B": {"type": "string", "enum": [{"$ref": "data, not a reference"}]}}}
+    with pytest.raises(ValueError, match=r"response_model: \$ref '.*' points to nothing in the schema"):
+        model_request("Hi", model="m", response_model=schema)
+    schema["properties"]["a"] = {"$ref": "#/$defs/B"}  # the same schema, every ref inside it: taken
+    model_request("Hi", model="m", response_model=schema)
+
+
 def test_mock_shows_reasoning_and_tool_calls_deterministically(tmp_path):
     project = write_project(tmp_path)
     first = send(project, model_request("What is 2+3?", model="judge", tools=TOOLS, reasoning_effort="low"))[0]

@@ -84,6 +84,7 @@ def test_still_invalid_after_the_repairs_is_a_validation_error(tmp_path):
         samples, errors = run(project_with(tmp_path, server), max_repairs=1)
     assert samples == [] and [e["error"] for e in errors] == ["validation_error"] * 2
     assert "no valid JSON after 2 attempt(s) (1 repairs)" in errors[0]["message"]
+    assert "failed after" not in errors[0]["message"]  # one count of the tries, not two that disagree
     assert "score: Field required" in errors[0]["message"]
     assert [s["repair"] for s in errors[0]["steps"]] == [0, 1]
     assert errors[0]["steps"][-1]["error"]["type"] == "validation_error"
