@@ -358,6 +358,9 @@ def test_a_redirect_is_an_error_that_names_where_to_point(tmp_path, openai_serve
     assert response.error.type == "client_error" and response.attempts == 1
     assert "redirected to https://api.example.com/v2/chat; set base_url" in response.error.message
     assert len(openai_server.received) == 1
+    openai_server.fail_next(Fault(status=302, headers={"location": "/v2/chat/completions"}))
+    (response,) = send(project, model_request("hi", model="m"))  # a relative target, as the URL it names
+    assert f"redirected to {openai_server.base_url.split('/v1')[0]}/v2/chat/completions; set base_url" in response.error.message
 
 
 def test_a_key_pasted_with_its_newline_still_works(tmp_path, openai_server, monkeypatch):

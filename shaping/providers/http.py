@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ClassVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import anyio
 import orjson
@@ -494,7 +494,9 @@ class HTTPProvider(Provider):
         retryable = kind.retryable
         detail = server_message(body, reason)
         if status < 400:  # the API moved: requests are not followed elsewhere with the key on them
-            detail = f"redirected to {headers.get('location', '?')}; set base_url to where it points"
+            where = headers.get("location")  # a relative one, as the URL it stands for
+            where = urljoin(f"{base_url}{self.path if path is None else path}", where) if where else "?"
+            detail = f"redirected to {where}; set base_url to where it points"
         elif status in (401, 403):
             env = self.config.api_key_env
             detail += (f": check {env}" if env else
