@@ -232,3 +232,11 @@ def test_the_installed_script_runs_as_a_process(proj):
     assert listed.returncode == 0 and "demo" in listed.stdout
     bad = isf_process(proj, "pipeline", "run", "nope")
     assert bad.returncode == 1 and bad.stderr.startswith("error: unknown pipeline 'nope'")
+
+
+def test_piped_output_keeps_long_values_on_their_line(tmp_path):
+    url = "http://127.0.0.1:36547/v1/a/rather/long/path/to/an/endpoint"
+    write_project(tmp_path, f'[models.far]\nprovider = "openai"\nbase_url = "{url}"\nmodel = "a-long-model-name"\n')
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}  # as a pipe, a file or CI's log has it
+    listed = subprocess.run([ISF, "models"], cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env)
+    assert listed.returncode == 0 and url in listed.stdout, listed.stdout  # not split at rich's 80 columns

@@ -16,8 +16,18 @@ from rich.text import Text
 from shaping._version import __version__
 from shaping.errors import PipelineError, ShapingError
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+#: the width when the output is not a terminal (a pipe, a file, CI's log) and COLUMNS is unset:
+#: rich's 80 would split URLs and paths across lines of a table
+PIPED_WIDTH = 200
+
+
+def _console(stream: Any, **options: Any) -> Console:
+    piped = not (getattr(stream, "isatty", None) and stream.isatty()) and not os.environ.get("COLUMNS")
+    return Console(highlight=False, width=PIPED_WIDTH if piped else None, **options)
+
+
+out = _console(sys.stdout)
+err = _console(sys.stderr, stderr=True)
 
 
 def fail(message: str, code: int = 1) -> None:
