@@ -3,6 +3,7 @@ group, and one given to `shaping.providers.register` in a pipeline file; both in
 in a local Ray run (whose workers are other processes: they find the entry point in the
 installed packages, and get the registered one with each shard)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -189,3 +190,29 @@ def test_a_provider_registered_in_the_pipeline_file_in_a_ray_run(loud_project, l
     result = run_pipeline(pipeline, executor="ray")
     assert answers(result) == [f"SAY R{i}!" for i in range(12)]
     assert result.manifest.counts.samples == 12 and not result.paths.errors.exists()
+
+
+def test_isf_models_providers_lists_what_a_provider_may_name(tmp_path, plugin_dir):
+    isf = str(Path(sys.executable).with_name("isf"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_dir), str(ROOT)])}
+    done = subprocess.run([isf, "models", "--providers", "--json"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60)  # no shaping.toml needed
+    assert done.returncode == 0, done.stderr
+    rows = {row["name"]: row for row in json.loads(done.stdout)["providers"]}
+    assert rows["echo"] == {"name": "echo", "from": "package shaping-echo-plugin",
+                            "serves": "shaping_echo_plugin:EchoProvider"}
+    assert rows["openai"]["from"] == "package shaping" and rows["openai"]["serves"].endswith(":OpenAIProvider")
+    assert rows["ollama"] == {"name": "ollama", "from": "named host", "serves": "openai at http://localhost:11434/v1"}
+    assert "shaping_echo_plugin" not in done.stderr
+    table = subprocess.run([isf, "models", "--providers"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=60)
+    assert any(line.split()[:3] == ["echo", "package", "shaping-echo-plugin"] for line in table.stdout.splitlines())
+
+
+def test_a_registered_provider_is_listed_over_the_entry_point_of_its_name():
+    registry.register("mock", "somewhere.else:Provider")
+    try:
+        rows = [row for row in registry.catalogue() if row["name"] == "mock"]
+        assert rows == [{"name": "mock", "from": "register()", "serves": "somewhere.else:Provider"}]
+    finally:
+        registry.PROVIDERS.pop("mock", None)

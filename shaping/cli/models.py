@@ -206,20 +206,45 @@ def _check_line(name: str, width: int, check: dict[str, Any]) -> Text:
     return Text.assemble(label, ("error", "bold red"), f": {check['error']}")
 
 
+def show_providers(as_json: bool) -> None:
+    from shaping.providers.registry import catalogue
+
+    rows = catalogue()
+    if as_json:
+        click.echo(json.dumps({"providers": rows}, indent=2))
+        return
+    table = Table(box=None, padding=(0, 2), pad_edge=False, header_style="bold")
+    for column in ("provider", "from", "serves"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["name"], row["from"], row["serves"])
+    out.print(table)
+
+
 @click.command("models")
 @click.argument("names", nargs=-1)
 @click.option("--check", is_flag=True, help="Send each model one tiny request; report latency or the error.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=30.0,
               show_default=True, help="Seconds each check may take.")
+@click.option("--providers", "list_providers", is_flag=True,
+              help="List the providers a model's `provider` may name, and where each comes from.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 @user_errors
-def models(ctx: click.Context, names: tuple[str, ...], check: bool, timeout_s: float, as_json: bool) -> None:
+def models(ctx: click.Context, names: tuple[str, ...], check: bool, timeout_s: float, list_providers: bool,
+           as_json: bool) -> None:
     """The models of shaping.toml (or only NAMES): provider, host, key variable, prices.
 
     With --check, each answers one tiny request (all at once). The exit status is 1 when a
     model cannot run (its problem is shown) or a check failed. A transformers model is checked
-    only when named, as checking loads it."""
+    only when named, as checking loads it. With --providers, the providers instead: installed
+    packages' (the `shaping.providers` entry points, shaping's own among them) and the named
+    hosts."""
+    if list_providers:
+        if names or check:
+            raise click.UsageError("--providers lists providers: it takes no model NAMES and no --check")
+        show_providers(as_json)
+        return
     project = project_of(ctx)
     wanted = list(dict.fromkeys(names)) or list(project.config.models)
     rows = [describe(project, name) for name in wanted]

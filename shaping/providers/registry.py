@@ -120,6 +120,32 @@ def provider_names() -> list[str]:
     return sorted(set(PROVIDERS) | set(_LOADED) | set(_entry_points()) | set(PRESETS))
 
 
+def catalogue() -> list[dict[str, str]]:
+    """Every provider name known here, what serves it and where that comes from, in the order a
+    model's `provider` is looked up (registered, installed, named host); nothing is imported.
+    A name that two installed packages give is listed twice (a model naming it is refused)."""
+    found = _entry_points()
+    rows: list[dict[str, str]] = []
+    for name in provider_names():
+        entry = PROVIDERS.get(name)
+        if entry is not None:
+            target = entry if isinstance(entry, str) else f"{entry.__module__}:{entry.__qualname__}"
+            rows.append({"name": name, "from": "register()", "serves": target})
+        elif name in found:
+            for ep in found[name]:
+                dist = getattr(ep, "dist", None)
+                rows.append({"name": name, "from": f"package {dist.name}" if dist is not None else "entry point",
+                             "serves": ep.value})
+        elif name in _LOADED:
+            cls = _LOADED[name]
+            rows.append({"name": name, "from": "loaded", "serves": f"{cls.__module__}:{cls.__qualname__}"})
+        else:
+            preset = PRESETS[name]
+            rows.append({"name": name, "from": "named host",
+                         "serves": f"{preset.provider} at {preset.base_url or 'the base_url the table gives'}"})
+    return rows
+
+
 @functools.lru_cache(maxsize=64)
 def _installed(provider: str, path: tuple[str, ...]) -> bool:
     return provider in _entry_points()
