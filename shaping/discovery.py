@@ -48,11 +48,11 @@ def load_file(path: Path, project: Project) -> list[type[Pipeline]]:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
         raise _import_failure(path, project, exc) from exc
-    return [
+    return list(dict.fromkeys(  # a class under two names (an alias) is one pipeline
         obj for obj in vars(module).values()
         if isinstance(obj, type) and issubclass(obj, Pipeline) and obj.__module__ == module_name
         and obj.is_runnable()
-    ]
+    ))
 
 
 class Pipelines(dict[str, PipelineEntry]):
@@ -62,6 +62,8 @@ class Pipelines(dict[str, PipelineEntry]):
     def __init__(self) -> None:
         super().__init__()
         self.broken: dict[Path, PipelineLoadError] = {}
+        #: names that more than one class defines (none of them runs): name -> why
+        self.conflicts: dict[str, str] = {}
 
 
 def discover(project: Project) -> Pipelines:
@@ -92,10 +94,11 @@ def discover(project: Project) -> Pipelines:
         # one name, several files: neither is the pipeline (which one ran would depend on the
         # files' order); each file is reported, and the name runs again once it is unique
         where = " and ".join(f"{project.relative(e.file)} ({e.cls.__name__})" for e in found)
-        for entry in found:
-            entries.broken.setdefault(entry.file, PipelineLoadError(
-                f"{project.relative(entry.file)}: pipeline name '{name}' is defined in {where}; "
-                f"give all but one another name"))
+        problem = entries.conflicts[name] = f"pipeline name '{name}' is defined in {where}; give all but one another name"
+        for file in dict.fromkeys(e.file for e in found):  # a file with several such names: one line naming each
+            known = entries.broken.get(file)
+            entries.broken[file] = PipelineLoadError(f"{known}; {problem}" if known else
+                                                     f"{project.relative(file)}: {problem}")
     return entries
 
 
@@ -104,6 +107,8 @@ def find_pipeline(project: Project, name: str, entries: Pipelines | None = None)
     try:
         return entries[name]
     except KeyError as exc:
+        if name in getattr(entries, "conflicts", {}):
+            raise ShapingError(entries.conflicts[name]) from exc
         known = ", ".join(sorted(entries)) or f"none in {project.relative(project.pipelines_dir)}/"
         broken = getattr(entries, "broken", {})
         also = f"; broken, so not searched: {'; '.join(map(str, broken.values()))}" if broken else ""

@@ -99,42 +99,32 @@ def _validator(schema: dict[str, Any]) -> Any:
     return validator
 
 
-#: where a schema dict lives while its `$ref`s are followed (it has no URL of its own)
-SCHEMA_URI = "urn:shaping:response-model"
-#: keywords whose values are data, not subschemas: a "$ref" key in them is not a reference
-_DATA_KEYWORDS = frozenset({"enum", "const", "default", "examples"})
-
-
 def _registry(schema: dict[str, Any], cls: Any) -> Any:
-    """The schema alone, as `referencing` holds it: every `$ref` must point inside it (checked
-    here, before any request is paid for); nothing is fetched from elsewhere."""
+    """The schema (and the JSON Schema metaschemas) as `referencing` holds them: every `$ref` in
+    it must point inside it, checked here, before any request is paid for; nothing is fetched
+    from elsewhere. `referencing` walks only the keywords that hold subschemas in the schema's
+    draft, and follows each `$id` (`id` in draft 4) as the draft says."""
     import referencing.jsonschema
-    from referencing import Registry
+    from jsonschema_specifications import REGISTRY as METASCHEMAS  # jsonschema's own dependency
     from referencing.exceptions import Unresolvable
 
     spec = referencing.jsonschema.specification_with(cls.META_SCHEMA.get("$id") or cls.META_SCHEMA.get("id", ""))
-    registry = Registry().with_resource(SCHEMA_URI, spec.create_resource(schema)).crawl()
+    root = spec.create_resource(schema)
+    base = root.id() or ""
+    registry = METASCHEMAS.with_resource(base, root).crawl()
 
-    def follow(node: Any, resolver: Any, root: bool = False) -> None:
-        if isinstance(node, list):
-            for item in node:
-                follow(item, resolver)
-        if not isinstance(node, dict):
-            return
-        if not root and isinstance(node.get("$id"), str):  # a schema of its own inside: refs are relative to it
-            resolver = resolver.in_subresource(spec.create_resource(node))
-        ref = node.get("$ref")
+    def follow(resource: Any, resolver: Any) -> None:
+        ref = resource.contents.get("$ref") if isinstance(resource.contents, dict) else None
         if isinstance(ref, str):
             try:
                 resolver.lookup(ref)
             except Unresolvable as exc:
                 raise ValueError(f"response_model: $ref {ref!r} points to nothing in the schema (a $ref is "
                                  f"followed within the schema only: {type(exc).__name__})") from None
-        for keyword, value in node.items():
-            if keyword not in _DATA_KEYWORDS:
-                follow(value, resolver)
+        for sub in resource.subresources():
+            follow(sub, resolver.in_subresource(sub))
 
-    follow(schema, registry.resolver(base_uri=SCHEMA_URI), root=True)
+    follow(root, registry.resolver(base_uri=base))
     return registry
 
 

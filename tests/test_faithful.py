@@ -327,6 +327,37 @@ def test_a_ref_that_points_nowhere_is_refused_before_sending(ref):
     model_request("Hi", model="m", response_model=schema)
 
 
+VALID_REFS = {
+    "a bundle: the root's $id and an embedded schema's": {
+        "$id": "https://example.com/schemas/customer", "type": "object",
+        "properties": {"address": {"$ref": "/schemas/address"}},
+        "$defs": {"address": {"$id": "/schemas/address", "type": "object"}}},
+    "a file name against the root's $id": {
+        "$id": "https://example.org/a/s.json", "properties": {"a": {"$ref": "s.json#/$defs/A"}},
+        "$defs": {"A": {"type": "string"}}},
+    "draft 4, a nested id": {
+        "$schema": "http://json-schema.org/draft-04/schema#", "properties": {"b": {"$ref": "b.json"}},
+        "definitions": {"B": {"id": "b.json", "definitions": {"C": {"type": "string"}},
+                              "properties": {"c": {"$ref": "#/definitions/C"}}}}},
+    "a $ref key in data and in an unknown keyword": {
+        "type": "object", "x-meta": {"$ref": "not a reference"}, "examples": [{"$ref": "nor this"}]},
+    "the metaschema": {"properties": {"schema": {"$ref": "https://json-schema.org/draft/2020-12/schema"}}},
+    "an anchor, the root, a property named enum": {
+        "properties": {"c": {"$ref": "#bee"}, "self": {"$ref": "#"}, "enum": {"$ref": "#/$defs/C"}},
+        "$defs": {"C": {"$anchor": "bee", "type": "integer"}}},
+}
+
+
+@pytest.mark.parametrize("schema", VALID_REFS.values(), ids=VALID_REFS.keys())
+def test_refs_that_json_schema_resolves_are_taken(schema):
+    model_request("Hi", model="m", response_model=schema)
+
+
+def test_a_dangling_ref_under_a_property_named_enum_is_found():
+    with pytest.raises(ValueError, match="points to nothing"):
+        model_request("Hi", model="m", response_model={"properties": {"enum": {"$ref": "#/$defs/Missing"}}})
+
+
 def test_mock_shows_reasoning_and_tool_calls_deterministically(tmp_path):
     project = write_project(tmp_path)
     first = send(project, model_request("What is 2+3?", model="judge", tools=TOOLS, reasoning_effort="low"))[0]

@@ -283,7 +283,24 @@ def test_a_name_defined_in_two_files_runs_neither(tmp_path, copy):
         assert f"BROKEN pipelines/{file}: {both}" in listed.stderr
     assert "give all but one another name" in listed.stderr
     line = one_error_line(isf(tmp_path, "pipeline", "run", "good", "--force"))
-    assert "unknown pipeline 'good'" in line and both in line
+    assert line.startswith("error: pipeline name 'good' is defined in pipelines/") and "another name" in line
     assert output.read_bytes() == before  # which file would have run is not left to their order
     assert isf(tmp_path, "pipeline", "run", "other").returncode == 0
     assert isf(tmp_path, "pipeline", "status", "--check").returncode == 1
+
+
+def test_a_class_under_two_names_is_one_pipeline(tmp_path):
+    mock_project(tmp_path, MOCK_PIPELINE + "\n\nAlias = Good\n")
+    listed = isf(tmp_path, "pipeline", "list")
+    assert listed.returncode == 0 and "good" in listed.stdout and "BROKEN" not in listed.stderr
+    assert isf(tmp_path, "pipeline", "run", "good").returncode == 0
+
+
+def test_a_file_whose_two_names_are_taken_names_both(tmp_path):
+    two = MOCK_PIPELINE + "\n\nclass Second(Good):\n    name = \"second\"\n"
+    mock_project(tmp_path, two)
+    (tmp_path / "pipelines" / "good_v2.py").write_text(two)
+    listed = isf(tmp_path, "pipeline", "list")
+    line = next(l for l in listed.stderr.splitlines() if l.startswith("BROKEN pipelines/good.py"))
+    assert "pipeline name 'good' is defined in" in line and "pipeline name 'second' is defined in" in line
+    assert "pipeline name 'second' is defined in" in one_error_line(isf(tmp_path, "pipeline", "run", "second"))
