@@ -94,21 +94,20 @@ class LLMMessage(_Compact):
             raise ValueError(f"a {role} turn needs content (only an assistant turn with tool_calls may have none)")
         return self
 
+    def _plain(self) -> bool:
+        """A text turn with nothing but its role and content."""
+        return (isinstance(self.content, str) and self.reasoning_content is None and self.tool_calls is None
+                and self.tool_call_id is None and self.name is None)
+
     def wire(self) -> dict[str, Any]:
         """`model_dump()`: what is written and sent. A plain text turn is built here directly
         (the serializer's per-message Python wrapper costs more than the rest of the dump)."""
-        if (isinstance(self.content, str) and self.reasoning_content is None and self.tool_calls is None
-                and self.tool_call_id is None and self.name is None):
-            return {"role": self.role, "content": self.content}
-        return self.model_dump()
+        return {"role": self.role, "content": self.content} if self._plain() else self.model_dump()
 
     def key(self) -> list | dict:
         """What identifies this turn (cache keys, the mock's digest): `[role, content]` for a
         plain text turn, every field otherwise."""
-        if (isinstance(self.content, str) and self.reasoning_content is None and self.tool_calls is None
-                and self.tool_call_id is None and self.name is None):
-            return [self.role, self.content]
-        return self.model_dump()
+        return [self.role, self.content] if self._plain() else self.model_dump()
 
     @property
     def text(self) -> str:

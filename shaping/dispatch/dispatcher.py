@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import pydantic_core
 
 from shaping.error_types import ErrorType
 from shaping.config import ModelConfig, Project
